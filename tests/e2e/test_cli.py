@@ -12,10 +12,10 @@ def billing(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_help_shows_the_usage():
+def test_help_lists_the_calendar_command():
     result = billing("--help")
     assert result.returncode == 0
-    assert "Usage" in result.stdout
+    assert "calendar" in result.stdout
 
 
 def test_version_prints_the_package_version():
@@ -23,3 +23,23 @@ def test_version_prints_the_package_version():
 
     result = billing("--version")
     assert result.stdout.strip() == f"billing {__version__}"
+
+
+def test_calendar_shows_month_ends_from_an_anchor_on_the_31st():
+    result = billing("calendar", "--anchor", "2024-01-31T09:00:00-03:00", "--periods", "4")
+    assert result.returncode == 0, result.stderr
+    for start in ("2024-01-31T09:00", "2024-02-29T09:00", "2024-03-31T09:00", "2024-04-30T09:00"):
+        assert start in result.stdout
+
+
+def test_calendar_refuses_a_naive_anchor_with_a_clear_error():
+    result = billing("calendar", "--anchor", "2026-01-31T12:00:00")
+    assert result.returncode == 2
+    assert "anchor" in result.stdout
+    assert "timezone-aware" in result.stdout
+
+
+def test_calendar_refuses_an_unknown_interval():
+    result = billing("calendar", "--interval", "fortnight")
+    assert result.returncode == 2
+    assert "interval" in result.stdout

@@ -1,0 +1,53 @@
+"""Argument checks shared by the domain's constructors: each raises a typed, field-naming error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from billing.domain.errors import InvalidArgument, NaiveDatetime, UnknownTimezone
+
+
+def aware(field: str, value: object) -> datetime:
+    """``value`` as a UTC instant if it is timezone-aware; a naive datetime is refused.
+
+    The domain keeps every instant in UTC: Python compares and subtracts two datetimes that share
+    a tzinfo by their wall-clock values, which is wrong across a DST change.
+    """
+    if not isinstance(value, datetime):
+        raise InvalidArgument(field, "must be a timezone-aware datetime", value)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise NaiveDatetime(field, value)
+    return value.astimezone(UTC)
+
+
+def optional_aware(field: str, value: object) -> datetime | None:
+    return None if value is None else aware(field, value)
+
+
+def timezone(value: object, field: str = "timezone") -> ZoneInfo:
+    """The IANA timezone named by ``value`` (a ``ZoneInfo`` passes through)."""
+    if isinstance(value, ZoneInfo):
+        return value
+    if not isinstance(value, str) or not value or value.startswith(("/", ".")):
+        raise UnknownTimezone(value, field)
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise UnknownTimezone(value, field) from None
+
+
+def integer(field: str, value: object, *, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"must be an integer >= {minimum}", value)
+    if value < minimum:
+        raise InvalidArgument(field, f"must be an integer >= {minimum}", value)
+    return value
+
+
+def text(field: str, value: object) -> str:
+    """``value`` if it is a non-blank string."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(field, "must be a non-empty string", value)
+    return value

@@ -1,0 +1,120 @@
+"""The one error tree of the billing engine.
+
+Every error the engine raises on purpose is a :class:`BillingError`. Errors about a caller's
+input also derive from the built-in exception a Python programmer would expect (``ValueError``,
+``TypeError``, ``LookupError``), so ``except ValueError`` keeps working::
+
+    BillingError
+    ├── InvalidArgument (ValueError)          an argument breaks a rule: names the field and rule
+    │   ├── FloatNotAllowed (TypeError)       money or a rate given as a float
+    │   ├── UnknownCurrency                   not an ISO 4217 code known to CLDR
+    │   ├── NaiveDatetime                     an instant without a timezone
+    │   ├── UnknownTimezone                   not an IANA timezone name
+    │   ├── PlanUnavailable                   an inactive plan asked to take a new subscription
+    │   └── PlanChangeNotAllowed              the new plan bills on another interval or currency
+    ├── CurrencyMismatch (TypeError)          arithmetic or comparison across two currencies
+    ├── ExchangeRateNotFound (LookupError)    no rate for a currency pair on or before a date
+    └── IllegalTransition                     an operation the current status does not allow
+        └── InvoiceImmutable                  a change to an invoice that is already finalized
+
+A gateway decline is not an error: it is a payment result (see :mod:`billing.domain.payments`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BillingError(Exception):
+    """Root of every error the billing engine raises on purpose."""
+
+
+class InvalidArgument(BillingError, ValueError):
+    """An argument breaks a rule. ``field`` names the argument, ``rule`` says what it must be."""
+
+    def __init__(self, field: str, rule: str, value: Any = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.value = value
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{field}: {rule}{shown}")
+
+
+class FloatNotAllowed(InvalidArgument, TypeError):
+    """A float was given where money or an exact rate is needed; floats cannot hold 0.1 exactly."""
+
+    def __init__(self, field: str, value: float) -> None:
+        super().__init__(
+            field, "must be a Decimal, an int or a decimal string, never a float", value
+        )
+
+
+class UnknownCurrency(InvalidArgument):
+    """The code is not an ISO 4217 currency known to CLDR (through babel)."""
+
+    def __init__(self, code: object, field: str = "currency") -> None:
+        super().__init__(field, "must be an ISO 4217 currency code such as CLP, CLF or MXN", code)
+
+
+class NaiveDatetime(InvalidArgument):
+    """A datetime without tzinfo was given where an instant is needed."""
+
+    def __init__(self, field: str, value: object) -> None:
+        super().__init__(
+            field, "must be a timezone-aware datetime (naive datetimes are refused)", value
+        )
+
+
+class UnknownTimezone(InvalidArgument):
+    """The name is not an IANA timezone such as ``America/Santiago``."""
+
+    def __init__(self, name: object, field: str = "timezone") -> None:
+        super().__init__(field, "must be an IANA timezone name such as America/Santiago", name)
+
+
+class PlanUnavailable(InvalidArgument):
+    """An inactive plan takes no new subscriptions (existing ones keep billing)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__("plan", "must be active to take a new subscription", code)
+
+
+class PlanChangeNotAllowed(InvalidArgument):
+    """A plan change that the engine cannot prorate, such as a change of interval or currency."""
+
+
+class CurrencyMismatch(BillingError, TypeError):
+    """Money in two different currencies met in one operation."""
+
+    def __init__(self, left: str, right: str, operation: str) -> None:
+        self.left = left
+        self.right = right
+        super().__init__(f"cannot {operation} {left} and {right}: amounts must share one currency")
+
+
+class ExchangeRateNotFound(BillingError, LookupError):
+    """No exchange rate is known for the pair on or before the date."""
+
+    def __init__(self, source: str, target: str, on: object) -> None:
+        self.source = source
+        self.target = target
+        self.on = on
+        super().__init__(f"no {source}->{target} exchange rate on or before {on}")
+
+
+class IllegalTransition(BillingError):
+    """The operation is not allowed from the entity's current status."""
+
+    def __init__(self, entity: str, entity_id: str, status: str, action: str) -> None:
+        self.entity = entity
+        self.entity_id = entity_id
+        self.status = status
+        self.action = action
+        super().__init__(f"{entity} {entity_id!r} is {status}: cannot {action}")
+
+
+class InvoiceImmutable(IllegalTransition):
+    """An invoice is immutable once finalized; corrections are new documents, not edits."""
+
+    def __init__(self, invoice_id: str, status: str, action: str) -> None:
+        super().__init__("invoice", invoice_id, status, action)

@@ -1,0 +1,191 @@
+"""Domain events: frozen, past-tense facts that every state change records.
+
+The domain returns them next to the new state; the engine stores them in the same transaction
+(an outbox) and delivers them to the host in order. Each class has a stable dotted ``name`` such as
+``subscription.renewed``; hosts should match on it rather than on the Python class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import Enum
+from typing import Any, ClassVar
+
+from billing.domain.money import Money
+from billing.domain.periods import Period
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something that happened at ``at``."""
+
+    name: ClassVar[str] = "event"
+    at: datetime
+
+    def payload(self) -> dict[str, Any]:
+        """The event's fields as JSON-ready values (money as minor units and currency)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Money):
+        return {"minor": value.minor, "currency": value.currency.code}
+    if isinstance(value, Period):
+        return {"start": value.start.isoformat(), "end": value.end.isoformat()}
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionEvent(Event):
+    subscription_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionCreated(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.created"
+    customer_id: str
+    plan_code: str
+    start: datetime
+    trial_end: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionTrialStarted(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.trial_started"
+    trial_end: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionActivated(SubscriptionEvent):
+    """The subscription became active: its first period was billed, or it recovered."""
+
+    name: ClassVar[str] = "subscription.activated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionRenewed(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.renewed"
+    period_index: int
+    period: Period
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionPastDue(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.past_due"
+    invoice_id: str
+    retry_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionUnpaid(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.unpaid"
+    invoice_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionPaused(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.paused"
+    resume_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionResumed(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.resumed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionCancelScheduled(SubscriptionEvent):
+    """A cancellation at the end of the current period was requested."""
+
+    name: ClassVar[str] = "subscription.cancel_scheduled"
+    cancel_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionCanceled(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.canceled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionEnded(SubscriptionEvent):
+    """The subscription ran its cycle count out."""
+
+    name: ClassVar[str] = "subscription.ended"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionPlanChanged(SubscriptionEvent):
+    name: ClassVar[str] = "subscription.plan_changed"
+    from_plan: str
+    to_plan: str
+    debt_added: Money
+    credit_granted: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceEvent(Event):
+    invoice_id: str
+    subscription_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceCreated(InvoiceEvent):
+    name: ClassVar[str] = "invoice.created"
+    number: str
+    customer_id: str
+    total: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoicePaid(InvoiceEvent):
+    name: ClassVar[str] = "invoice.paid"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceUncollectible(InvoiceEvent):
+    name: ClassVar[str] = "invoice.uncollectible"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceVoided(InvoiceEvent):
+    name: ClassVar[str] = "invoice.voided"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentEvent(Event):
+    payment_id: str
+    invoice_id: str
+    attempt: int
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentSucceeded(PaymentEvent):
+    name: ClassVar[str] = "payment.succeeded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentFailed(PaymentEvent):
+    name: ClassVar[str] = "payment.failed"
+    decline: str
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentPending(PaymentEvent):
+    name: ClassVar[str] = "payment.pending"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRequiresAction(PaymentEvent):
+    name: ClassVar[str] = "payment.requires_action"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentUnknown(PaymentEvent):
+    name: ClassVar[str] = "payment.unknown"
