@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing.domain.errors import InvalidArgument, NaiveDatetime, UnknownTimezone
@@ -44,6 +46,20 @@ def integer(field: str, value: object, *, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgument(field, f"must be an integer >= {minimum}", value)
     return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def member(kind: type[E], value: object, field: str) -> E:
+    """The member of ``kind`` whose value is ``value``; the error lists the allowed values."""
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(item.value for item in kind)
+    raise InvalidArgument(field, f"must be one of {allowed}", value)
 
 
 def text(field: str, value: object) -> str:

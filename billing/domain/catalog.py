@@ -76,10 +76,6 @@ class Plan:
         charge_currency: str | None = None,
     ) -> Plan:
         """Build a plan from plain values, validating each (the price must be exact)."""
-        try:
-            parsed_status = PlanStatus(status)
-        except ValueError:
-            raise InvalidArgument("status", "must be active or inactive", status) from None
         return cls(
             code=code,
             name=name,
@@ -87,7 +83,7 @@ class Plan:
             interval=Interval.of(interval, interval_count),
             trial_days=trial_days,
             cycles=cycles,
-            status=parsed_status,
+            status=_checks.member(PlanStatus, status, "status"),
             retry_policy=retry or RetryPolicy.killbill(),
             charge_currency=None if charge_currency is None else Currency.of(charge_currency),
         )

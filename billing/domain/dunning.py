@@ -41,10 +41,7 @@ class AfterRetries(StrEnum):
         """Accept ``unpaid``, ``canceled`` (or Openpay's ``cancelled``) and ``past_due``."""
         if value == "cancelled":
             return cls.CANCELED
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidArgument(field, "must be unpaid, canceled or past_due", value) from None
+        return _checks.member(cls, value, field)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

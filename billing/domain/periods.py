@@ -52,13 +52,7 @@ class Interval:
     @classmethod
     def of(cls, unit: str | IntervalUnit, count: int = 1) -> Interval:
         """Parse a unit name (``day``, ``week``, ``month`` or ``year``) and a count >= 1."""
-        try:
-            parsed = IntervalUnit(unit)
-        except ValueError:
-            raise InvalidArgument(
-                "interval", "must be one of day, week, month, year", unit
-            ) from None
-        return cls(parsed, count)
+        return cls(_checks.member(IntervalUnit, unit, "interval"), count)
 
     def times(self, k: int) -> relativedelta:
         """The calendar distance of ``k`` intervals."""

@@ -23,8 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from billing.domain import _checks
 from billing.domain.catalog import Plan
-from billing.domain.errors import IllegalTransition, PlanChangeNotAllowed, PlanUnavailable
+from billing.domain.errors import (
+    IllegalTransition,
+    InvalidArgument,
+    PlanChangeNotAllowed,
+    PlanUnavailable,
+)
 from billing.domain.events import SubscriptionPlanChanged
 from billing.domain.exchange import ExchangeRates
 from billing.domain.invoices import InvoiceDraft, InvoiceLine, InvoiceReason, compose
@@ -85,6 +91,10 @@ def change_plan(
     """
     s = subscription
     at = require_current(s, at)
+    if not isinstance(plan, Plan):
+        raise InvalidArgument("plan", "must be a Plan", plan)
+    behavior = _checks.member(ProrationBehavior, behavior, "behavior")
+    unit = _checks.member(ProrationUnit, unit, "unit")
     if s.status not in (_S.SCHEDULED, _S.TRIALING, _S.ACTIVE):
         raise IllegalTransition("subscription", s.id, s.status, "change plan")
     if not plan.is_active:

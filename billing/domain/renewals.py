@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from billing.domain import _checks
+from billing.domain.errors import InvalidArgument
 from billing.domain.events import (
     Event,
     SubscriptionActivated,
@@ -55,6 +57,10 @@ def advance(
     invoice this step makes); ``rates`` converts the price of a plan priced in another currency;
     ``unit`` counts the part of a period billed after a resume.
     """
+    now = _checks.aware("now", now)
+    if credit is not None and not isinstance(credit, Money):
+        raise InvalidArgument("credit", "must be Money in the plan's charge currency", credit)
+    unit = _checks.member(ProrationUnit, unit, "unit")
     at = subscription.due_at
     if at is None or at > now:
         return None

@@ -300,6 +300,8 @@ def cancel(subscription: Subscription, *, at: datetime, at_period_end: bool = Tr
     an invoice still open stays open, for the host to collect or write off.
     """
     at = require_current(subscription, at)
+    if not isinstance(at_period_end, bool):
+        raise InvalidArgument("at_period_end", "must be true or false", at_period_end)
     if subscription.is_final():
         raise IllegalTransition("subscription", subscription.id, subscription.status, "cancel")
     cancel_at = _period_end(subscription) if at_period_end else None

@@ -67,17 +67,11 @@ class TaxRate:
         rounding: TaxRounding | str = TaxRounding.PER_INVOICE,
     ) -> TaxRate:
         """Build and validate a rate; ``percent`` is exact (``"19"``, ``Decimal("19.0")``)."""
-        try:
-            parsed_rounding = TaxRounding(rounding)
-        except ValueError:
-            raise InvalidArgument(
-                "tax.rounding", "must be per_invoice or per_line", rounding
-            ) from None
         return cls(
             name=name,
             percent=exact(percent, "tax.percent"),
             inclusive=inclusive,
-            rounding=parsed_rounding,
+            rounding=_checks.member(TaxRounding, rounding, "tax.rounding"),
         )
 
     @property

@@ -9,7 +9,12 @@ import pytest
 
 from billing.domain.catalog import Plan
 from billing.domain.customers import Customer
-from billing.domain.errors import IllegalTransition, PlanChangeNotAllowed, PlanUnavailable
+from billing.domain.errors import (
+    IllegalTransition,
+    InvalidArgument,
+    PlanChangeNotAllowed,
+    PlanUnavailable,
+)
 from billing.domain.invoices import InvoiceReason, InvoiceStatus, LineKind
 from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, PaymentResult
@@ -197,3 +202,12 @@ def test_a_past_due_subscription_cannot_change_plan():
     with pytest.raises(IllegalTransition) as error:
         w.change_plan(PLATINO)
     assert error.value.status == "past_due"
+
+
+def test_an_unknown_proration_behavior_is_refused_naming_the_field():
+    w = world()
+    w.subscribe()
+    with pytest.raises(InvalidArgument) as error:
+        change_plan(w.sub, PLATINO, at=w.now, behavior="sometimes")  # type: ignore[arg-type]
+    assert error.value.field == "behavior"
+    assert "carry_debt" in error.value.rule

@@ -16,6 +16,7 @@ from billing.domain.exchange import ExchangeRate, TableExchangeRates
 from billing.domain.invoices import Invoice, InvoiceReason, InvoiceStatus, LineKind
 from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, PaymentResult
+from billing.domain.renewals import advance
 from billing.domain.subscriptions import SubscriptionStatus, cancel, pause, resume, subscribe
 from tests.world import World, iva
 
@@ -494,3 +495,19 @@ def test_an_operation_after_unbilled_due_work_is_refused():
         cancel(w.sub, at=datetime(2026, 3, 5, tzinfo=SCL))
     assert error.value.field == "at"
     assert "must be run" in error.value.rule
+
+
+def test_advance_refuses_a_naive_now():
+    w = world()
+    w.subscribe()
+    with pytest.raises(NaiveDatetime) as error:
+        advance(w.sub, now=datetime(2026, 3, 1))
+    assert error.value.field == "now"
+
+
+def test_cancel_refuses_a_flag_that_is_not_a_boolean():
+    w = world()
+    w.subscribe()
+    with pytest.raises(InvalidArgument) as error:
+        cancel(w.sub, at=w.now, at_period_end="yes")  # type: ignore[arg-type]
+    assert error.value.field == "at_period_end"
