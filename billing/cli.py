@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from billing import __version__
+from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.errors import BillingError
 from billing.domain.periods import BillingCalendar, Interval
+from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scenario
+from billing.store.database import connect, current_revision, shown, upgrade
 
 app = typer.Typer(
     name="billing",
@@ -77,6 +83,124 @@ def calendar(
             f"{period.duration.total_seconds() / 3600:g}",
         )
     console.print(table)
+
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL (sqlite:///billing.db, postgresql://...); "
+        "default: $BILLING_DATABASE_URL or the SQLite file billing.db.",
+    ),
+]
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade the billing tables of a database to this version's schema."""
+    console = Console()
+    url = database_url or Settings.from_env().database_url
+    try:
+        engine = connect(url)
+    except BillingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"{shown(url)} is up to date (revision {after})")
+    else:
+        console.print(f"{shown(url)} migrated from {before or 'an empty schema'} to {after}")
+
+
+scenario_app = typer.Typer(help="Replay declarative billing histories.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    file: Annotated[Path, typer.Argument(help="A scenario file (YAML or JSON).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Run on this database instead of a temporary one."),
+    ] = None,
+) -> None:
+    """Replay a scenario on the test clock and report every invoice, payment and balance.
+
+    Exits 2 for a malformed file (naming the line and the field), 1 when the report differs from
+    the file's `expect` section.
+    """
+    logging.getLogger("billing").setLevel(logging.WARNING)
+    err = Console(stderr=True)
+    try:
+        scenario = read_scenario(file)
+        report = run_scenario(scenario, database_url=database_url)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {file}: {exc.strerror or exc}")
+        raise typer.Exit(code=2) from None
+    except (ScenarioError, BillingError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_report(report)
+    failed = mismatches(report, scenario.expect) if scenario.expect else []
+    for problem in failed:
+        err.print(f"[red]unexpected:[/red] {problem}")
+    if failed:
+        raise typer.Exit(code=1)
+    if scenario.expect and not as_json:
+        Console().print("[green]all expectations met[/green]")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    console = Console()
+    console.print(f"[bold]{report['scenario']}[/bold]")
+    invoices = Table(title="Invoices")
+    for column in ("number", "subscription", "period", "status", "lines", "total"):
+        invoices.add_column(column, justify="right" if column == "total" else "left")
+    for invoice in report["invoices"]:
+        lines = "\n".join(f"{line['kind']} {line['amount']}" for line in invoice["lines"])
+        period = f"{(invoice['period_start'] or '')[:10]} to {(invoice['period_end'] or '')[:10]}"
+        total = f"{invoice['total']} {invoice['currency']}"
+        invoices.add_row(
+            invoice["number"], invoice["subscription"], period, invoice["status"], lines, total
+        )
+    console.print(invoices)
+    payments = Table(title="Payments")
+    for column in ("at", "invoice", "attempt", "amount", "status", "error"):
+        payments.add_column(column)
+    for payment in report["payments"]:
+        payments.add_row(
+            payment["at"][:16],
+            payment["invoice"],
+            str(payment["attempt"]),
+            f"{payment['amount']} {payment['currency']}",
+            payment["status"],
+            payment["error_code"] or "",
+        )
+    console.print(payments)
+    subscriptions = Table(title="Subscriptions")
+    for column in ("ref", "plan", "status", "current period", "debt"):
+        subscriptions.add_column(column)
+    for sub in report["subscriptions"]:
+        start, end = sub["current_period_start"] or "", sub["current_period_end"] or ""
+        subscriptions.add_row(
+            sub["ref"], sub["plan"], sub["status"], f"{start[:10]} to {end[:10]}", sub["debt"]
+        )
+    console.print(subscriptions)
+    customers = Table(title="Customers")
+    for column in ("ref", "credit balance"):
+        customers.add_column(column)
+    for customer in report["customers"]:
+        customers.add_row(customer["ref"], f"{customer['credit_balance']} {customer['currency']}")
+    console.print(customers)
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""Customers: who is billed, and the timezone their billing calendar runs in."""
+"""Customers, the timezone their billing calendar runs in, and their payment methods."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -34,3 +36,54 @@ class Customer:
             timezone=_checks.timezone(timezone),
             metadata=MappingProxyType(dict(metadata or {})),
         )
+
+
+_CARD_LIKE = re.compile(r"^[\d -]{12,23}$")
+
+
+def _looks_like_a_card_number(token: str) -> bool:
+    """True for 13 to 19 digits (spaces and dashes allowed) that pass the Luhn check."""
+    if not _CARD_LIKE.match(token):
+        return False
+    digits = [int(c) for c in token if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    checksum = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        checksum += digit
+    return checksum % 10 == 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentMethod:
+    """A customer's way to pay, as a gateway's token or reference.
+
+    The engine never accepts or stores card numbers or CVVs: card data goes from the customer to
+    the gateway (a hosted page, a tokenization script), and the engine keeps only what the gateway
+    gives back. A token that looks like a card number is refused.
+    """
+
+    id: str
+    customer_id: str
+    gateway: str
+    token: str
+    label: str | None = None
+    is_default: bool = True
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        _checks.text("id", self.id)
+        _checks.text("customer_id", self.customer_id)
+        _checks.text("gateway", self.gateway)
+        _checks.text("token", self.token)
+        if len(self.token) > 255:
+            raise InvalidArgument("token", "must be at most 255 characters")
+        if _looks_like_a_card_number(self.token):
+            raise InvalidArgument(
+                "token", "must be a gateway token or reference, never a card number"
+            )
+        if self.label is not None and len(self.label) > 255:
+            raise InvalidArgument("label", "must be at most 255 characters")
+        object.__setattr__(self, "created_at", _checks.aware("created_at", self.created_at))

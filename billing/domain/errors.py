@@ -14,8 +14,13 @@ input also derive from the built-in exception a Python programmer would expect (
     │   └── PlanChangeNotAllowed              the new plan bills on another interval or currency
     ├── CurrencyMismatch (TypeError)          arithmetic or comparison across two currencies
     ├── ExchangeRateNotFound (LookupError)    no rate for a currency pair on or before a date
-    └── IllegalTransition                     an operation the current status does not allow
-        └── InvoiceImmutable                  a change to an invoice that is already finalized
+    ├── IllegalTransition                     an operation the current status does not allow
+    │   └── InvoiceImmutable                  a change to an invoice that is already finalized
+    ├── NotFound (LookupError)                no customer, plan, subscription... with that id
+    ├── AlreadyExists                         an id or code that is taken
+    ├── IdempotencyConflict                   a reused idempotency key with different arguments
+    ├── ConcurrentUpdate                      someone else changed the record first; retry
+    └── SchemaNotReady                        the database is missing tables or migrations
 
 A gateway decline is not an error: it is a payment result (see :mod:`billing.domain.payments`).
 """
@@ -118,3 +123,56 @@ class InvoiceImmutable(IllegalTransition):
 
     def __init__(self, invoice_id: str, status: str, action: str) -> None:
         super().__init__("invoice", invoice_id, status, action)
+
+
+class NotFound(BillingError, LookupError):
+    """No record of that kind with that id."""
+
+    def __init__(self, entity: str, entity_id: object) -> None:
+        self.entity = entity
+        self.entity_id = entity_id
+        super().__init__(f"no {entity} {entity_id!r}")
+
+
+class AlreadyExists(BillingError):
+    """A record with that id or code exists already."""
+
+    def __init__(self, entity: str, entity_id: object) -> None:
+        self.entity = entity
+        self.entity_id = entity_id
+        super().__init__(f"{entity} {entity_id!r} exists already")
+
+
+class IdempotencyConflict(BillingError):
+    """An idempotency key was reused for a different operation or different arguments."""
+
+    def __init__(self, key: str, operation: str) -> None:
+        self.key = key
+        self.operation = operation
+        super().__init__(
+            f"idempotency key {key!r} was first used for a different {operation} call; "
+            "use a new key for a different request"
+        )
+
+
+class ConcurrentUpdate(BillingError):
+    """Another process changed the record between our read and our write; nothing was written."""
+
+    def __init__(self, entity: str, entity_id: str) -> None:
+        self.entity = entity
+        self.entity_id = entity_id
+        super().__init__(f"{entity} {entity_id!r} was changed concurrently; retry the operation")
+
+
+class SchemaNotReady(BillingError):
+    """The database has no billing tables, or older ones; it needs ``billing migrate``."""
+
+    def __init__(self, database: str, found: str | None, expected: str) -> None:
+        self.database = database
+        self.found = found
+        self.expected = expected
+        state = "has no billing schema" if found is None else f"is at revision {found}"
+        super().__init__(
+            f"the database {database} {state}, the engine needs revision {expected}: "
+            f"run `billing migrate --database-url {database}`"
+        )

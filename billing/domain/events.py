@@ -189,3 +189,32 @@ class PaymentRequiresAction(PaymentEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentUnknown(PaymentEvent):
     name: ClassVar[str] = "payment.unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRefunded(Event):
+    name: ClassVar[str] = "payment.refunded"
+    refund_id: str
+    payment_id: str
+    invoice_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundFailed(Event):
+    name: ClassVar[str] = "refund.failed"
+    refund_id: str
+    payment_id: str
+    invoice_id: str
+    amount: Money
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditGranted(Event):
+    """Credit was added to a customer's balance, by hand or by a downgrade."""
+
+    name: ClassVar[str] = "credit.granted"
+    customer_id: str
+    amount: Money
+    reason: str

@@ -58,6 +58,35 @@ class DeclineKind(StrEnum):
     """Stolen, lost or expired card, closed account, fraud...: retries stop at once."""
 
 
+class RefundStatus(StrEnum):
+    """What became of a refund."""
+
+    CREATED = "created"
+    """Written with its idempotency key; the gateway has not answered yet."""
+    SUCCEEDED = "succeeded"
+    """The money is on its way back."""
+    FAILED = "failed"
+    """The gateway refused the refund; nothing moved."""
+    PENDING = "pending"
+    """Accepted by the gateway, to be settled later."""
+    UNKNOWN = "unknown"
+    """The gateway's answer was lost; ask the gateway before refunding again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refund:
+    """Money given back from a succeeded payment; the invoice stays paid."""
+
+    id: str
+    payment_id: str
+    invoice_id: str
+    amount: Money
+    status: RefundStatus
+    created_at: datetime
+    reference: str | None = None
+    code: str | None = None
+
+
 _SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED})
 
 
@@ -112,6 +141,10 @@ class PaymentAttempt:
     message: str | None = None
     reference: str | None = None
     updated_at: datetime | None = None
+    subscription_id: str | None = None
+    customer_id: str | None = None
+    gateway: str | None = None
+    """The gateway it went through; ``None`` when there was no payment method to charge."""
 
     def __post_init__(self) -> None:
         _checks.text("id", self.id)
@@ -171,3 +204,19 @@ _EVENTS: dict[PaymentStatus, type[PaymentEvent]] = {
     PaymentStatus.REQUIRES_ACTION: PaymentRequiresAction,
     PaymentStatus.UNKNOWN: PaymentUnknown,
 }
+
+
+def refund_amount(*, paid: Money, refunded: Money, wanted: Money | None) -> Money:
+    """How much a refund gives back: ``wanted``, or all that is left when ``wanted`` is None.
+
+    :raises InvalidArgument: for a non-positive amount, another currency, or more than is left.
+    """
+    left = paid - refunded
+    amount = left if wanted is None else wanted
+    if amount.currency != paid.currency:
+        raise InvalidArgument("amount", f"must be in {paid.currency}", str(amount))
+    if not amount.is_positive():
+        raise InvalidArgument("amount", "must be > 0 (nothing is left to refund)", str(amount))
+    if amount > left:
+        raise InvalidArgument("amount", f"must be at most the {left} not yet refunded", str(amount))
+    return amount

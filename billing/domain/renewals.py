@@ -94,9 +94,10 @@ def advance(
             if s.ends_at is not None and at >= s.ends_at:
                 return _end(s, at)
             return resume_due(s, at)
-        case _S.UNPAID:
-            assert s.dunning is not None
+        case _S.UNPAID if s.dunning is not None and s.dunning.retry_at == at:
             return _retry(s, s.dunning)
+        case _S.UNPAID:
+            return cancel_now(s, at)  # a cancellation at the end of the period it was in
     return None  # pragma: no cover - final statuses have nothing due
 
 

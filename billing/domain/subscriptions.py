@@ -185,7 +185,10 @@ class Subscription:
                 due = [t for t in (self.resume_at, self.ends_at) if t]
                 return min(due) if due else None
             case _S.UNPAID:
-                return self.dunning.retry_at if self.dunning else None
+                retry_at = self.dunning.retry_at if self.dunning else None
+                cancel_at = period.end if period and self.cancel_at_period_end else None
+                due = [t for t in (retry_at, cancel_at) if t]
+                return min(due) if due else None
             case _:
                 return None
 

@@ -1,0 +1,459 @@
+"""The engine: the one object a host application calls.
+
+Build it with :func:`billing.open_engine`. Every state-changing method accepts an optional
+``idempotency_key``: a repeated call with the same key returns the first call's result and changes
+nothing; the same key with other arguments raises
+:class:`~billing.domain.errors.IdempotencyConflict`. Errors are the core's typed errors
+(:mod:`billing.domain.errors`). The engine never reads the system clock itself: it asks its clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from billing.domain import _checks
+from billing.domain.catalog import Plan
+from billing.domain.customers import Customer, PaymentMethod
+from billing.domain.errors import InvalidArgument
+from billing.domain.exchange import ExchangeRates
+from billing.domain.invoices import Invoice
+from billing.domain.ledger import CreditBalance
+from billing.domain.money import Currency, Money
+from billing.domain.payments import PaymentAttempt, Refund
+from billing.domain.plan_changes import PlanChange
+from billing.domain.proration import ProrationBehavior, ProrationUnit
+from billing.domain.subscriptions import Subscription, cancel, pause, resume
+from billing.domain.taxes import TaxRate
+from billing.ports import Clock, PaymentGateway
+from billing.services import customers, refunds, subscriptions
+from billing.services.billing_run import RunReport, run_due
+from billing.services.context import Context, once
+from billing.store import mapping
+from billing.store.unit_of_work import Store, StoredEvent
+
+
+class Engine:
+    """Customers, plans, subscriptions, invoices and payments on one database."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        gateways: Iterable[PaymentGateway] = (),
+        rates: ExchangeRates | None = None,
+        proration: ProrationUnit | str = ProrationUnit.SECOND,
+    ) -> None:
+        by_name = {gateway.name: gateway for gateway in gateways}
+        self._ctx = Context(
+            store=store,
+            clock=clock,
+            gateways=by_name,
+            rates=rates,
+            proration=_checks.member(ProrationUnit, proration, "proration"),
+        )
+
+    def close(self) -> None:
+        """Release the engine's database connections."""
+        self._ctx.store.engine.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def clock(self) -> Clock:
+        return self._ctx.clock
+
+    @property
+    def gateways(self) -> Mapping[str, PaymentGateway]:
+        return self._ctx.gateways
+
+    # -- customers and payment methods ----------------------------------------------------
+    def create_customer(
+        self,
+        *,
+        timezone: str,
+        customer_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Customer:
+        """A new customer billed in ``timezone`` (an IANA name such as ``America/Santiago``)."""
+        arguments = {"customer_id": customer_id, "timezone": timezone, "metadata": metadata}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "create_customer",
+            arguments,
+            Customer,
+            lambda claim: customers.create_customer(
+                self._ctx, claim, customer_id=customer_id, timezone=timezone, metadata=metadata
+            ),
+        )
+
+    def customer(self, customer_id: str) -> Customer:
+        with self._ctx.store.transaction() as tx:
+            return tx.customer(customer_id)
+
+    def add_payment_method(
+        self,
+        customer_id: str,
+        *,
+        gateway: str,
+        token: str,
+        label: str | None = None,
+        default: bool = True,
+        idempotency_key: str | None = None,
+    ) -> PaymentMethod:
+        """Attach a gateway's token or reference; card numbers and CVVs are refused."""
+        arguments = {
+            "customer_id": customer_id,
+            "gateway": gateway,
+            "token": token,
+            "label": label,
+            "default": default,
+        }
+        return once(
+            self._ctx,
+            idempotency_key,
+            "add_payment_method",
+            arguments,
+            PaymentMethod,
+            lambda claim: customers.add_payment_method(
+                self._ctx,
+                claim,
+                customer_id=customer_id,
+                gateway=gateway,
+                token=token,
+                label=label,
+                default=default,
+            ),
+        )
+
+    def replace_payment_method(
+        self,
+        customer_id: str,
+        *,
+        gateway: str,
+        token: str,
+        label: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentMethod:
+        """Make a new payment method the default and retry any invoice in dunning with it.
+
+        This is how an ``unpaid`` subscription is reactivated: once the retried invoice is paid.
+        """
+        arguments = {"customer_id": customer_id, "gateway": gateway, "token": token, "label": label}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "replace_payment_method",
+            arguments,
+            PaymentMethod,
+            lambda claim: customers.replace_default_payment_method(
+                self._ctx, claim, customer_id=customer_id, gateway=gateway, token=token, label=label
+            ),
+        )
+
+    def payment_methods(self, customer_id: str) -> list[PaymentMethod]:
+        with self._ctx.store.transaction() as tx:
+            tx.customer(customer_id)
+            return tx.payment_methods(customer_id)
+
+    def grant_credit(
+        self,
+        customer_id: str,
+        amount: Money,
+        *,
+        reason: str = "granted",
+        idempotency_key: str | None = None,
+    ) -> CreditBalance:
+        """Add credit to a customer's balance in ``amount``'s currency."""
+        arguments = {"customer_id": customer_id, "amount": amount, "reason": reason}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "grant_credit",
+            arguments,
+            CreditBalance,
+            lambda claim: customers.grant_credit(
+                self._ctx, claim, customer_id=customer_id, amount=amount, reason=reason
+            ),
+        )
+
+    def credit_balance(self, customer_id: str, currency: str) -> CreditBalance:
+        with self._ctx.store.transaction() as tx:
+            tx.customer(customer_id)
+            return tx.credit(customer_id, Currency.of(currency))
+
+    def credit_balances(self, customer_id: str) -> list[CreditBalance]:
+        with self._ctx.store.transaction() as tx:
+            tx.customer(customer_id)
+            return tx.credits(customer_id)
+
+    # -- plans ----------------------------------------------------------------------------
+    def create_plan(self, plan: Plan, *, idempotency_key: str | None = None) -> Plan:
+        """Add a plan (build it with :meth:`Plan.of <billing.domain.catalog.Plan.of>`)."""
+        if not isinstance(plan, Plan):
+            raise InvalidArgument("plan", "must be a Plan; build one with Plan.of(...)", plan)
+        return once(
+            self._ctx,
+            idempotency_key,
+            "create_plan",
+            {"plan": plan},
+            Plan,
+            lambda claim: customers.create_plan(self._ctx, claim, plan),
+        )
+
+    def deactivate_plan(self, code: str, *, idempotency_key: str | None = None) -> Plan:
+        """Close a plan to new subscriptions; existing ones keep billing."""
+        return once(
+            self._ctx,
+            idempotency_key,
+            "deactivate_plan",
+            {"code": code},
+            Plan,
+            lambda claim: customers.deactivate_plan(self._ctx, claim, code),
+        )
+
+    def plan(self, code: str) -> Plan:
+        with self._ctx.store.transaction() as tx:
+            return tx.plan(code)
+
+    def plans(self) -> list[Plan]:
+        with self._ctx.store.transaction() as tx:
+            return tx.plans()
+
+    # -- subscriptions --------------------------------------------------------------------
+    def subscribe(
+        self,
+        customer_id: str,
+        plan_code: str,
+        *,
+        subscription_id: str | None = None,
+        start: datetime | None = None,
+        trial_end: datetime | None = None,
+        cycles: int | None = None,
+        tax: TaxRate | None = None,
+        prorate: bool = True,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Subscribe a customer to a plan, billing the first period at once if it is due now."""
+        arguments = {
+            "customer_id": customer_id,
+            "plan_code": plan_code,
+            "subscription_id": subscription_id,
+            "start": start,
+            "trial_end": trial_end,
+            "cycles": cycles,
+            "tax": tax,
+            "prorate": prorate,
+        }
+        return once(
+            self._ctx,
+            idempotency_key,
+            "subscribe",
+            arguments,
+            Subscription,
+            lambda claim: subscriptions.subscribe(
+                self._ctx,
+                claim,
+                customer_id=customer_id,
+                plan_code=plan_code,
+                subscription_id=subscription_id,
+                start=start,
+                trial_end=trial_end,
+                cycles=cycles,
+                tax=tax,
+                prorate=prorate,
+            ),
+        )
+
+    def preview_change(
+        self,
+        subscription_id: str,
+        plan_code: str,
+        *,
+        behavior: ProrationBehavior | str = ProrationBehavior.CARRY_DEBT,
+    ) -> PlanChange:
+        """The exact lines, debt and credit a plan change would make now; changes nothing."""
+        parsed = _checks.member(ProrationBehavior, behavior, "behavior")
+        return subscriptions.preview_change(self._ctx, subscription_id, plan_code, parsed)
+
+    def change_plan(
+        self,
+        subscription_id: str,
+        plan_code: str,
+        *,
+        behavior: ProrationBehavior | str = ProrationBehavior.CARRY_DEBT,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Move a subscription to another plan now, prorating as :meth:`preview_change` shows."""
+        parsed = _checks.member(ProrationBehavior, behavior, "behavior")
+        arguments = {"subscription_id": subscription_id, "plan_code": plan_code, "behavior": parsed}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "change_plan",
+            arguments,
+            Subscription,
+            lambda claim: subscriptions.command(
+                self._ctx,
+                claim,
+                subscription_id,
+                lambda tx, subscription, at: (
+                    subscriptions.plan_change(
+                        self._ctx, tx, subscription, plan_code, parsed, at
+                    ).outcome
+                ),
+            ),
+        )
+
+    def cancel(
+        self,
+        subscription_id: str,
+        *,
+        at_period_end: bool = True,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Cancel at the end of the current period (the default) or now."""
+        arguments = {"subscription_id": subscription_id, "at_period_end": at_period_end}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "cancel",
+            arguments,
+            Subscription,
+            lambda claim: subscriptions.command(
+                self._ctx,
+                claim,
+                subscription_id,
+                lambda tx, subscription, at: cancel(
+                    subscription, at=at, at_period_end=at_period_end
+                ),
+            ),
+        )
+
+    def pause(
+        self,
+        subscription_id: str,
+        *,
+        resume_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """Stop billing an active subscription, until :meth:`resume` or ``resume_at``."""
+        arguments = {"subscription_id": subscription_id, "resume_at": resume_at}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "pause",
+            arguments,
+            Subscription,
+            lambda claim: subscriptions.command(
+                self._ctx,
+                claim,
+                subscription_id,
+                lambda tx, subscription, at: pause(subscription, at=at, resume_at=resume_at),
+            ),
+        )
+
+    def resume(self, subscription_id: str, *, idempotency_key: str | None = None) -> Subscription:
+        """Resume a paused subscription now."""
+        return once(
+            self._ctx,
+            idempotency_key,
+            "resume",
+            {"subscription_id": subscription_id},
+            Subscription,
+            lambda claim: subscriptions.command(
+                self._ctx,
+                claim,
+                subscription_id,
+                lambda tx, subscription, at: resume(subscription, at=at),
+            ),
+        )
+
+    def subscription(self, subscription_id: str) -> Subscription:
+        return subscriptions.read(self._ctx, subscription_id)
+
+    def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
+        with self._ctx.store.transaction() as tx:
+            return tx.subscriptions(customer_id)
+
+    # -- invoices, payments, refunds ------------------------------------------------------
+    def invoice(self, invoice_id: str) -> Invoice:
+        with self._ctx.store.transaction() as tx:
+            return tx.invoice(invoice_id)
+
+    def invoice_by_number(self, number: str) -> Invoice:
+        with self._ctx.store.transaction() as tx:
+            return tx.invoice_by_number(number)
+
+    def invoices(
+        self, *, customer_id: str | None = None, subscription_id: str | None = None
+    ) -> list[Invoice]:
+        """Invoices in the order they were issued."""
+        with self._ctx.store.transaction() as tx:
+            return tx.invoices(customer_id=customer_id, subscription_id=subscription_id)
+
+    def payments(
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> list[PaymentAttempt]:
+        """Payment attempts, failed ones included, in the order they were made."""
+        with self._ctx.store.transaction() as tx:
+            rows = tx.payment_rows(
+                invoice_id=invoice_id, customer_id=customer_id, subscription_id=subscription_id
+            )
+            return [mapping.payment(row) for row in rows]
+
+    def refund(
+        self,
+        payment_id: str,
+        *,
+        amount: Money | None = None,
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Refund part (``amount``) or all of what is left of a succeeded payment."""
+        return once(
+            self._ctx,
+            idempotency_key,
+            "refund",
+            {"payment_id": payment_id, "amount": amount},
+            Refund,
+            lambda claim: refunds.refund(self._ctx, claim, payment_id=payment_id, amount=amount),
+        )
+
+    # -- billing and events ---------------------------------------------------------------
+    def run_due(self, now: datetime | None = None) -> RunReport:
+        """Bill everything due up to ``now`` (the clock's time by default), in time order."""
+        current = self._ctx.clock.now()
+        when = current if now is None else _checks.aware("now", now)
+        if when > current:
+            raise InvalidArgument("now", "must not be later than the engine's clock", when)
+        return run_due(self._ctx, when)
+
+    def next_run_at(self) -> datetime | None:
+        """The earliest instant at which the engine has work, or ``None``."""
+        with self._ctx.store.transaction() as tx:
+            return tx.next_run_at()
+
+    def events(
+        self, *, after: int = 0, limit: int = 100, pending_only: bool = True
+    ) -> list[StoredEvent]:
+        """Recorded events in order after sequence number ``after`` (unacknowledged by default)."""
+        _checks.integer("after", after, minimum=0)
+        _checks.integer("limit", limit, minimum=1)
+        with self._ctx.store.transaction() as tx:
+            return tx.events(after=after, limit=limit, pending_only=pending_only)
+
+    def acknowledge(self, event_ids: Sequence[str]) -> int:
+        """Mark events as handled by the host; returns how many were newly acknowledged."""
+        with self._ctx.store.transaction() as tx:
+            return tx.acknowledge(event_ids, self._ctx.clock.now())

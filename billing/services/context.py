@@ -1,0 +1,96 @@
+"""What every use case needs: the store, the clock, the gateways, and idempotency keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from billing.domain.errors import IdempotencyConflict, InvalidArgument
+from billing.domain.exchange import ExchangeRates
+from billing.domain.proration import ProrationUnit
+from billing.ports import Clock, PaymentGateway
+from billing.store import codec
+from billing.store.unit_of_work import Store, Tx
+
+T = TypeVar("T")
+
+log = logging.getLogger("billing")
+
+
+def new_id(prefix: str) -> str:
+    """A new random id such as ``sub_Hn4KU4mU5Gtym0RulcVOEw`` (16 random bytes)."""
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+@dataclass
+class Context:
+    """The dependencies of the use cases, built once by the composition root."""
+
+    store: Store
+    clock: Clock
+    gateways: Mapping[str, PaymentGateway] = field(default_factory=dict)
+    rates: ExchangeRates | None = None
+    proration: ProrationUnit = ProrationUnit.SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An idempotency key taken by a call: the call's transaction records its result under it."""
+
+    key: str
+    operation: str
+    fingerprint: str
+    at: datetime
+
+    def remember(self, tx: Tx, result: object) -> None:
+        """Record ``result`` as this call's result, in the transaction that makes the change.
+
+        A concurrent call with the same key fails to insert the same row, so at most one of them
+        changes anything.
+        """
+        tx.remember(self.key, self.operation, self.fingerprint, codec.encode(result), self.at)
+
+
+def _fingerprint(operation: str, arguments: Mapping[str, object]) -> str:
+    document = {"operation": operation, "arguments": codec.encode(dict(arguments))}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def once(
+    ctx: Context,
+    key: str | None,
+    operation: str,
+    arguments: Mapping[str, object],
+    kind: type[T],
+    run: Callable[[Claim | None], T],
+) -> T:
+    """Run a state-changing call at most once per idempotency key.
+
+    Without a key, ``run`` runs. With a key seen before, the first call's result is returned and
+    nothing changes; a key first used for another operation or other arguments is refused with
+    :class:`IdempotencyConflict`. ``run`` must call :meth:`Claim.remember` inside the transaction
+    that makes its change; the result is updated once the whole call (billing and payment
+    included) is done.
+    """
+    if key is None:
+        return run(None)
+    if not isinstance(key, str) or not key.strip() or len(key) > 255:
+        rule = "must be a non-empty string of at most 255 characters"
+        raise InvalidArgument("idempotency_key", rule, key)
+    fingerprint = _fingerprint(operation, arguments)
+    with ctx.store.transaction() as tx:
+        row = tx.idempotency(key)
+        if row is not None:
+            if row.operation != operation or row.fingerprint != fingerprint:
+                raise IdempotencyConflict(key, operation)
+            return codec.decode(kind, row.result)
+    result = run(Claim(key, operation, fingerprint, ctx.clock.now()))
+    with ctx.store.transaction() as tx:
+        tx.update_remembered(key, codec.encode(result))
+    return result

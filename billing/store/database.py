@@ -1,0 +1,106 @@
+"""Connecting to the database, migrating it, and checking its schema before use.
+
+SQLite (the embedded default, in WAL mode) and PostgreSQL (through psycopg 3) share one schema,
+built only by the alembic migrations in ``migrations/``. The engine refuses a database whose
+schema is missing or behind, and says which command fixes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from billing.domain.errors import InvalidArgument, SchemaNotReady
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The URL with a driver SQLAlchemy can use: ``postgresql://`` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError with varied messages
+        rule = "must be a database URL such as sqlite:///billing.db"
+        raise InvalidArgument("database_url", rule, str(url)) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InvalidArgument("database_url", "must be a SQLite or PostgreSQL URL", shown(parsed))
+    return parsed
+
+
+def shown(url: str | URL) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def connect(url: str | URL) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrations_directory() -> Path:
+    """Where the alembic scripts are: inside the installed package, or in the source tree."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("the billing migrations are missing from this installation")
+
+
+def _config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_directory()))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration: the schema this version of the engine needs."""
+    head = ScriptDirectory.from_config(_config(create_engine("sqlite://"))).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or ``None`` for a database never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database's schema to ``revision`` (the newest by default)."""
+    command.upgrade(_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade the database's schema to ``revision`` (``-1`` for one step back)."""
+    command.downgrade(_config(engine), revision)
+
+
+def require_schema(engine: Engine) -> None:
+    """Refuse a database whose schema is missing or not at the head revision."""
+    expected = head_revision()
+    found = current_revision(engine)
+    if found != expected:
+        raise SchemaNotReady(shown(engine.url), found, expected)

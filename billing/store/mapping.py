@@ -1,0 +1,283 @@
+"""Rows to domain values and back: the one place that knows both shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from billing.domain import _checks
+from billing.domain.catalog import Plan, PlanStatus
+from billing.domain.customers import Customer
+from billing.domain.dunning import AfterRetries, RetryPolicy
+from billing.domain.invoices import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, LineKind
+from billing.domain.ledger import DebtItem, DebtKind
+from billing.domain.money import Currency, Money
+from billing.domain.payments import DeclineKind, PaymentAttempt, PaymentStatus
+from billing.domain.periods import Interval, IntervalUnit, Period
+from billing.domain.subscriptions import Dunning, Subscription, SubscriptionStatus
+from billing.domain.taxes import TaxRate, TaxRounding
+from billing.store.tables import (
+    CustomerRow,
+    DebtRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    PaymentRow,
+    PlanRow,
+    SubscriptionRow,
+)
+
+
+def _period(start: datetime | None, end: datetime | None) -> Period | None:
+    return None if start is None or end is None else Period(start, end)
+
+
+def customer_row(customer: Customer, created_at: datetime) -> CustomerRow:
+    return CustomerRow(
+        id=customer.id,
+        timezone=customer.timezone.key,
+        attributes=dict(customer.metadata),
+        created_at=created_at,
+    )
+
+
+def customer(row: CustomerRow) -> Customer:
+    return Customer(
+        id=row.id,
+        timezone=_checks.timezone(row.timezone),
+        metadata=MappingProxyType(dict(row.attributes)),
+    )
+
+
+def plan_row(plan: Plan, created_at: datetime) -> PlanRow:
+    policy = plan.retry_policy
+    return PlanRow(
+        code=plan.code,
+        name=plan.name,
+        price_minor=plan.price.minor,
+        price_currency=plan.price.currency.code,
+        charge_currency=plan.billing_currency.code,
+        interval=plan.interval.unit.value,
+        interval_count=plan.interval.count,
+        trial_days=plan.trial_days,
+        cycles=plan.cycles,
+        status=plan.status.value,
+        retry_delays_seconds=[int(delay.total_seconds()) for delay in policy.delays],
+        retry_max_attempts=policy.max_attempts,
+        retry_then=policy.then.value,
+        created_at=created_at,
+    )
+
+
+def plan(row: PlanRow) -> Plan:
+    price = Money(row.price_minor, Currency.of(row.price_currency))
+    return Plan(
+        code=row.code,
+        name=row.name,
+        price=price,
+        interval=Interval(IntervalUnit(row.interval), row.interval_count),
+        trial_days=row.trial_days,
+        cycles=row.cycles,
+        status=PlanStatus(row.status),
+        retry_policy=RetryPolicy(
+            delays=tuple(timedelta(seconds=s) for s in row.retry_delays_seconds),
+            max_attempts=row.retry_max_attempts,
+            then=AfterRetries(row.retry_then),
+        ),
+        charge_currency=None
+        if row.charge_currency == row.price_currency
+        else Currency.of(row.charge_currency),
+    )
+
+
+def subscription_fields(subscription: Subscription) -> dict[str, Any]:
+    """Every column of a subscription's row but ``version`` (the store manages it)."""
+    tax, dunning = subscription.tax, subscription.dunning
+    return {
+        "id": subscription.id,
+        "customer_id": subscription.customer_id,
+        "plan_code": subscription.plan.code,
+        "timezone": subscription.timezone.key,
+        "status": subscription.status.value,
+        "created_at": subscription.created_at,
+        "start": subscription.start,
+        "trial_end": subscription.trial_end,
+        "cycles": subscription.cycles,
+        "tax_name": tax.name if tax else None,
+        "tax_percent": str(tax.percent) if tax else None,
+        "tax_inclusive": tax.inclusive if tax else None,
+        "tax_rounding": tax.rounding.value if tax else None,
+        "prorate": subscription.prorate,
+        "current_index": subscription.current_index,
+        "cancel_at_period_end": subscription.cancel_at_period_end,
+        "canceled_at": subscription.canceled_at,
+        "ended_at": subscription.ended_at,
+        "paused_at": subscription.paused_at,
+        "resume_at": subscription.resume_at,
+        "resume_from": subscription.resume_from,
+        "dunning_invoice_id": dunning.invoice_id if dunning else None,
+        "dunning_failed_attempts": dunning.failed_attempts if dunning else None,
+        "dunning_retry_at": dunning.retry_at if dunning else None,
+    }
+
+
+def debt_rows(subscription: Subscription) -> list[DebtRow]:
+    return [
+        DebtRow(
+            subscription_id=subscription.id,
+            position=position,
+            kind=item.kind.value,
+            amount_minor=item.amount.minor,
+            currency=item.amount.currency.code,
+            description=item.description,
+            period_start=item.period.start if item.period else None,
+            period_end=item.period.end if item.period else None,
+            source=item.source,
+        )
+        for position, item in enumerate(subscription.debt)
+    ]
+
+
+def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -> Subscription:
+    tax = None
+    if row.tax_name is not None:
+        assert row.tax_percent is not None
+        assert row.tax_inclusive is not None
+        tax = TaxRate(
+            name=row.tax_name,
+            percent=Decimal(row.tax_percent),
+            inclusive=row.tax_inclusive,
+            rounding=TaxRounding(row.tax_rounding or TaxRounding.PER_INVOICE),
+        )
+    dunning = None
+    if row.dunning_invoice_id is not None:
+        dunning = Dunning(
+            invoice_id=row.dunning_invoice_id,
+            failed_attempts=row.dunning_failed_attempts or 0,
+            retry_at=row.dunning_retry_at,
+        )
+    return Subscription(
+        id=row.id,
+        customer_id=row.customer_id,
+        plan=plan_of_it,
+        timezone=_checks.timezone(row.timezone),
+        status=SubscriptionStatus(row.status),
+        created_at=row.created_at,
+        start=row.start,
+        trial_end=row.trial_end,
+        cycles=row.cycles,
+        tax=tax,
+        prorate=row.prorate,
+        current_index=row.current_index,
+        cancel_at_period_end=row.cancel_at_period_end,
+        canceled_at=row.canceled_at,
+        ended_at=row.ended_at,
+        paused_at=row.paused_at,
+        resume_at=row.resume_at,
+        resume_from=row.resume_from,
+        dunning=dunning,
+        debt=tuple(
+            DebtItem(
+                kind=DebtKind(debt.kind),
+                amount=Money(debt.amount_minor, Currency.of(debt.currency)),
+                description=debt.description,
+                period=_period(debt.period_start, debt.period_end),
+                source=debt.source,
+            )
+            for debt in sorted(debts, key=lambda d: d.position)
+        ),
+    )
+
+
+def invoice_row(invoice: Invoice) -> InvoiceRow:
+    assert invoice.number is not None, "only finalized invoices are stored"
+    return InvoiceRow(
+        id=invoice.id,
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        subscription_id=invoice.subscription_id,
+        currency=invoice.currency.code,
+        reason=invoice.reason.value,
+        period_start=invoice.period.start if invoice.period else None,
+        period_end=invoice.period.end if invoice.period else None,
+        status=invoice.status.value,
+        total_minor=invoice.total.minor,
+        created_at=invoice.created_at,
+        finalized_at=invoice.finalized_at,
+        paid_at=invoice.paid_at,
+        closed_at=invoice.closed_at,
+    )
+
+
+def line_rows(invoice: Invoice) -> list[InvoiceLineRow]:
+    return [
+        InvoiceLineRow(
+            invoice_id=invoice.id,
+            position=position,
+            kind=line.kind.value,
+            description=line.description,
+            amount_minor=line.amount.minor,
+            period_start=line.period.start if line.period else None,
+            period_end=line.period.end if line.period else None,
+            taxable=line.taxable,
+        )
+        for position, line in enumerate(invoice.lines)
+    ]
+
+
+def invoice(row: InvoiceRow, lines: list[InvoiceLineRow]) -> Invoice:
+    currency = Currency.of(row.currency)
+    return Invoice(
+        id=row.id,
+        customer_id=row.customer_id,
+        subscription_id=row.subscription_id,
+        currency=currency,
+        reason=InvoiceReason(row.reason),
+        period=_period(row.period_start, row.period_end),
+        lines=tuple(
+            InvoiceLine(
+                kind=LineKind(line.kind),
+                description=line.description,
+                amount=Money(line.amount_minor, currency),
+                period=_period(line.period_start, line.period_end),
+                taxable=line.taxable,
+            )
+            for line in sorted(lines, key=lambda line: line.position)
+        ),
+        created_at=row.created_at,
+        status=InvoiceStatus(row.status),
+        number=row.number,
+        finalized_at=row.finalized_at,
+        paid_at=row.paid_at,
+        closed_at=row.closed_at,
+    )
+
+
+def payment(row: PaymentRow) -> PaymentAttempt:
+    return PaymentAttempt(
+        id=row.id,
+        invoice_id=row.invoice_id,
+        number=row.number,
+        amount=Money(row.amount_minor, Currency.of(row.currency)),
+        created_at=row.created_at,
+        status=PaymentStatus(row.status),
+        decline=None if row.decline is None else DeclineKind(row.decline),
+        code=row.code,
+        message=row.message,
+        reference=row.reference,
+        updated_at=row.updated_at,
+        subscription_id=row.subscription_id,
+        customer_id=row.customer_id,
+        gateway=row.gateway,
+    )
+
+
+def apply_payment(row: PaymentRow, attempt: PaymentAttempt) -> None:
+    """Copy an attempt's outcome onto its row."""
+    row.status = attempt.status.value
+    row.decline = None if attempt.decline is None else attempt.decline.value
+    row.code = attempt.code
+    row.message = None if attempt.message is None else attempt.message[:255]
+    row.reference = attempt.reference
+    row.updated_at = attempt.updated_at

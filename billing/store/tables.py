@@ -1,0 +1,241 @@
+"""The database tables, as sqlmodel classes (``<Thing>Row``, plural table names).
+
+Money is stored as integer minor units (``BIGINT``) plus an ISO 4217 code, never as ``NUMERIC``
+(SQLite stores it as a float). Instants are timezone-aware UTC (sqlmodel's ``UTCDateTime`` refuses
+naive values). Unique constraints back the money rules: one invoice per subscription period and
+reason, one payment attempt per idempotency key, one per invoice and attempt number.
+
+The alembic migrations in ``migrations/`` create exactly these tables; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = SQLModel.metadata
+
+
+_SEQUENCE = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+def _money() -> Any:
+    return Field(sa_type=BigInteger)
+
+
+class CustomerRow(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    timezone: str = Field(max_length=64)
+    attributes: dict[str, str] = Field(sa_column=Column("metadata", JSON, nullable=False))
+    created_at: datetime
+
+
+class PaymentMethodRow(SQLModel, table=True):
+    __tablename__ = "payment_methods"
+
+    id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=64)
+    gateway: str = Field(max_length=32)
+    token: str = Field(max_length=255)
+    label: str | None = Field(default=None, max_length=255)
+    is_default: bool
+    created_at: datetime
+    detached_at: datetime | None = None
+
+
+class PlanRow(SQLModel, table=True):
+    __tablename__ = "plans"
+
+    code: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=255)
+    price_minor: int = _money()
+    price_currency: str = Field(max_length=3)
+    charge_currency: str = Field(max_length=3)
+    interval: str = Field(max_length=8)
+    interval_count: int
+    trial_days: int
+    cycles: int | None = None
+    status: str = Field(max_length=16)
+    retry_delays_seconds: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    retry_max_attempts: int
+    retry_then: str = Field(max_length=16)
+    created_at: datetime
+
+
+class SubscriptionRow(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_next_run_at", "next_run_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=64)
+    plan_code: str = Field(foreign_key="plans.code", index=True, max_length=64)
+    timezone: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    created_at: datetime
+    start: datetime
+    trial_end: datetime | None = None
+    cycles: int | None = None
+    tax_name: str | None = Field(default=None, max_length=64)
+    tax_percent: str | None = Field(default=None, max_length=32)
+    tax_inclusive: bool | None = None
+    tax_rounding: str | None = Field(default=None, max_length=16)
+    prorate: bool
+    current_index: int | None = None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None = None
+    ended_at: datetime | None = None
+    paused_at: datetime | None = None
+    resume_at: datetime | None = None
+    resume_from: datetime | None = None
+    dunning_invoice_id: str | None = Field(default=None, max_length=64)
+    dunning_failed_attempts: int | None = None
+    dunning_retry_at: datetime | None = None
+    next_run_at: datetime | None = None
+    """When the engine next has work for it: a due step or a payment to reconcile."""
+    version: int
+
+
+class DebtRow(SQLModel, table=True):
+    __tablename__ = "subscription_debts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: str = Field(foreign_key="subscriptions.id", index=True, max_length=64)
+    position: int
+    kind: str = Field(max_length=16)
+    amount_minor: int = _money()
+    currency: str = Field(max_length=3)
+    description: str = Field(max_length=255)
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    source: str | None = Field(default=None, max_length=64)
+
+
+class CreditBalanceRow(SQLModel, table=True):
+    __tablename__ = "credit_balances"
+
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", max_length=64)
+    currency: str = Field(primary_key=True, max_length=3)
+    amount_minor: int = _money()
+    updated_at: datetime
+
+
+class InvoiceRow(SQLModel, table=True):
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("subscription_id", "reason", "period_start"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    number: str = Field(unique=True, max_length=32)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=64)
+    subscription_id: str | None = Field(
+        default=None, foreign_key="subscriptions.id", index=True, max_length=64
+    )
+    currency: str = Field(max_length=3)
+    reason: str = Field(max_length=32)
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    status: str = Field(max_length=16)
+    total_minor: int = _money()
+    created_at: datetime
+    finalized_at: datetime | None = None
+    paid_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class InvoiceLineRow(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=64)
+    position: int
+    kind: str = Field(max_length=32)
+    description: str = Field(max_length=255)
+    amount_minor: int = _money()
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    taxable: bool
+
+
+class PaymentRow(SQLModel, table=True):
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("invoice_id", "number"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=64)
+    subscription_id: str | None = Field(default=None, max_length=64, index=True)
+    customer_id: str = Field(max_length=64)
+    number: int
+    idempotency_key: str = Field(unique=True, max_length=128)
+    amount_minor: int = _money()
+    currency: str = Field(max_length=3)
+    gateway: str | None = Field(default=None, max_length=32)
+    payment_method_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    decline: str | None = Field(default=None, max_length=8)
+    code: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=255)
+    reference: str | None = Field(default=None, max_length=128)
+    created_at: datetime
+    updated_at: datetime | None = None
+    check_at: datetime | None = Field(default=None, index=True)
+    """When to ask the gateway again about an unsettled attempt."""
+
+
+class RefundRow(SQLModel, table=True):
+    __tablename__ = "refunds"
+
+    id: str = Field(primary_key=True, max_length=64)
+    payment_id: str = Field(foreign_key="payments.id", index=True, max_length=64)
+    idempotency_key: str = Field(unique=True, max_length=128)
+    amount_minor: int = _money()
+    currency: str = Field(max_length=3)
+    status: str = Field(max_length=16)
+    reference: str | None = Field(default=None, max_length=128)
+    code: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=255)
+    created_at: datetime
+    updated_at: datetime | None = None
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+
+    seq: int | None = Field(default=None, sa_type=_SEQUENCE, primary_key=True)
+    """The order events were recorded in."""
+    id: str = Field(unique=True, max_length=64)
+    name: str = Field(max_length=64)
+    at: datetime
+    subscription_id: str | None = Field(default=None, max_length=64, index=True)
+    customer_id: str | None = Field(default=None, max_length=64)
+    invoice_id: str | None = Field(default=None, max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    recorded_at: datetime
+    acknowledged_at: datetime | None = Field(default=None, index=True)
+
+
+class IdempotencyRow(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, max_length=255)
+    operation: str = Field(max_length=64)
+    fingerprint: str = Field(max_length=64)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime
+
+
+class SequenceRow(SQLModel, table=True):
+    __tablename__ = "sequences"
+
+    name: str = Field(primary_key=True, max_length=32)
+    value: int = Field(sa_type=BigInteger)

@@ -1,0 +1,508 @@
+"""Transactions over the billing tables: load domain values, save them, record their events.
+
+Everything a use case changes happens inside one :meth:`Store.transaction`, together with the
+events that describe the change (an outbox the host reads in order) and, for a call with an
+idempotency key, the record that makes a repeat of the call return the first result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from billing.domain.catalog import Plan
+from billing.domain.customers import Customer, PaymentMethod
+from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound
+from billing.domain.events import Event
+from billing.domain.invoices import Invoice, invoice_number
+from billing.domain.ledger import CreditBalance
+from billing.domain.money import Currency, Money
+from billing.domain.payments import PaymentAttempt, PaymentStatus
+from billing.domain.subscriptions import Subscription
+from billing.store import mapping
+from billing.store.tables import (
+    CreditBalanceRow,
+    CustomerRow,
+    DebtRow,
+    EventRow,
+    IdempotencyRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    PaymentMethodRow,
+    PaymentRow,
+    PlanRow,
+    RefundRow,
+    SequenceRow,
+    SubscriptionRow,
+)
+
+UNSETTLED = (
+    PaymentStatus.CREATED.value,
+    PaymentStatus.PENDING.value,
+    PaymentStatus.REQUIRES_ACTION.value,
+    PaymentStatus.UNKNOWN.value,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event as the host reads it from the outbox: ``seq`` gives the order."""
+
+    seq: int
+    id: str
+    name: str
+    at: datetime
+    payload: dict[str, Any]
+    subscription_id: str | None
+    customer_id: str | None
+    invoice_id: str | None
+    acknowledged_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A subscription and the version its row had when read (for optimistic saves)."""
+
+    subscription: Subscription
+    version: int
+
+
+class Store:
+    """The database behind one engine."""
+
+    def __init__(self, engine: Engine, *, invoice_prefix: str = "INV") -> None:
+        self.engine = engine
+        self.invoice_prefix = invoice_prefix
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with (
+            Session(self.engine, expire_on_commit=False, autoflush=True) as session,
+            session.begin(),
+        ):
+            yield Tx(session, self)
+
+
+class Tx:
+    """What a use case can read and write inside one transaction."""
+
+    def __init__(self, session: Session, store: Store) -> None:
+        self.session = session
+        self.store = store
+
+    # -- customers, payment methods, credit -----------------------------------------------
+    def add_customer(self, customer: Customer, at: datetime) -> None:
+        if self.session.get(CustomerRow, customer.id) is not None:
+            raise AlreadyExists("customer", customer.id)
+        self.session.add(mapping.customer_row(customer, at))
+
+    def customer(self, customer_id: str) -> Customer:
+        row = self.session.get(CustomerRow, customer_id)
+        if row is None:
+            raise NotFound("customer", customer_id)
+        return mapping.customer(row)
+
+    def add_payment_method(self, method: PaymentMethod) -> None:
+        if method.is_default:
+            self.session.execute(
+                update(PaymentMethodRow)
+                .where(col(PaymentMethodRow.customer_id) == method.customer_id)
+                .values(is_default=False)
+            )
+        self.session.add(
+            PaymentMethodRow(
+                id=method.id,
+                customer_id=method.customer_id,
+                gateway=method.gateway,
+                token=method.token,
+                label=method.label,
+                is_default=method.is_default,
+                created_at=method.created_at,
+            )
+        )
+
+    def default_payment_method(self, customer_id: str) -> PaymentMethod | None:
+        row = self.session.exec(
+            select(PaymentMethodRow)
+            .where(col(PaymentMethodRow.customer_id) == customer_id)
+            .where(col(PaymentMethodRow.is_default))
+            .where(col(PaymentMethodRow.detached_at).is_(None))
+        ).first()
+        return None if row is None else _payment_method(row)
+
+    def payment_methods(self, customer_id: str) -> list[PaymentMethod]:
+        rows = self.session.exec(
+            select(PaymentMethodRow)
+            .where(col(PaymentMethodRow.customer_id) == customer_id)
+            .order_by(col(PaymentMethodRow.created_at))
+        ).all()
+        return [_payment_method(row) for row in rows]
+
+    def credit(self, customer_id: str, currency: Currency) -> CreditBalance:
+        row = self.session.get(CreditBalanceRow, (customer_id, currency.code))
+        return CreditBalance(Money(0 if row is None else row.amount_minor, currency))
+
+    def credits(self, customer_id: str) -> list[CreditBalance]:
+        rows = self.session.exec(
+            select(CreditBalanceRow).where(col(CreditBalanceRow.customer_id) == customer_id)
+        ).all()
+        return [CreditBalance(Money(r.amount_minor, Currency.of(r.currency))) for r in rows]
+
+    def change_credit(self, customer_id: str, change: Money, at: datetime) -> CreditBalance:
+        """Apply a change to a customer's credit (it never goes negative) and return the balance."""
+        row = self.session.get(CreditBalanceRow, (customer_id, change.currency.code))
+        current = CreditBalance(Money(0 if row is None else row.amount_minor, change.currency))
+        balance = current.apply(change)
+        if row is None:
+            self.session.add(
+                CreditBalanceRow(
+                    customer_id=customer_id,
+                    currency=change.currency.code,
+                    amount_minor=balance.amount.minor,
+                    updated_at=at,
+                )
+            )
+        else:
+            row.amount_minor = balance.amount.minor
+            row.updated_at = at
+        return balance
+
+    # -- plans ----------------------------------------------------------------------------
+    def add_plan(self, plan: Plan, at: datetime) -> None:
+        if self.session.get(PlanRow, plan.code) is not None:
+            raise AlreadyExists("plan", plan.code)
+        self.session.add(mapping.plan_row(plan, at))
+
+    def plan(self, code: str) -> Plan:
+        row = self.session.get(PlanRow, code)
+        if row is None:
+            raise NotFound("plan", code)
+        return mapping.plan(row)
+
+    def plans(self) -> list[Plan]:
+        rows = self.session.exec(select(PlanRow).order_by(col(PlanRow.created_at))).all()
+        return [mapping.plan(row) for row in rows]
+
+    def save_plan_status(self, plan: Plan) -> None:
+        row = self.session.get(PlanRow, plan.code)
+        if row is None:
+            raise NotFound("plan", plan.code)
+        row.status = plan.status.value
+
+    # -- subscriptions --------------------------------------------------------------------
+    def add_subscription(self, subscription: Subscription) -> None:
+        if self.session.get(SubscriptionRow, subscription.id) is not None:
+            raise AlreadyExists("subscription", subscription.id)
+        fields = mapping.subscription_fields(subscription)
+        self.session.add(SubscriptionRow(**fields, version=1, next_run_at=subscription.due_at))
+        self.session.flush()  # no ORM relationships: flush parents before their children
+        self.session.add_all(mapping.debt_rows(subscription))
+        self.session.flush()
+
+    def subscription(self, subscription_id: str) -> Loaded:
+        row = self.session.get(SubscriptionRow, subscription_id)
+        if row is None:
+            raise NotFound("subscription", subscription_id)
+        return Loaded(self._subscription(row), row.version)
+
+    def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
+        query = select(SubscriptionRow).order_by(col(SubscriptionRow.created_at))
+        if customer_id is not None:
+            query = query.where(col(SubscriptionRow.customer_id) == customer_id)
+        return [self._subscription(row) for row in self.session.exec(query).all()]
+
+    def _subscription(self, row: SubscriptionRow) -> Subscription:
+        debts = self.session.exec(
+            select(DebtRow).where(col(DebtRow.subscription_id) == row.id)
+        ).all()
+        return mapping.subscription(row, self.plan(row.plan_code), list(debts))
+
+    def save_subscription(self, loaded: Loaded, subscription: Subscription) -> Loaded:
+        """Write ``subscription`` over the row read as ``loaded``; refuse if it changed since."""
+        fields = mapping.subscription_fields(subscription)
+        result = self.session.execute(
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.id) == subscription.id)
+            .where(col(SubscriptionRow.version) == loaded.version)
+            .values(**fields, version=loaded.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConcurrentUpdate("subscription", subscription.id)
+        if subscription.debt != loaded.subscription.debt:
+            for debt in self.session.exec(
+                select(DebtRow).where(col(DebtRow.subscription_id) == subscription.id)
+            ).all():
+                self.session.delete(debt)
+            self.session.flush()
+            self.session.add_all(mapping.debt_rows(subscription))
+        saved = Loaded(subscription, loaded.version + 1)
+        self.refresh_next_run(subscription.id, subscription)
+        return saved
+
+    def refresh_next_run(
+        self, subscription_id: str, subscription: Subscription | None = None
+    ) -> None:
+        """Recompute when the engine next has work for a subscription."""
+        if subscription is None:
+            subscription = self.subscription(subscription_id).subscription
+        self.session.flush()
+        check = self.session.exec(
+            select(func.min(PaymentRow.check_at))
+            .where(col(PaymentRow.subscription_id) == subscription_id)
+            .where(col(PaymentRow.status).in_(UNSETTLED))
+        ).first()
+        times = [t for t in (subscription.due_at, _utc(check)) if t is not None]
+        self.session.execute(
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.id) == subscription_id)
+            .values(next_run_at=min(times) if times else None)
+            .execution_options(synchronize_session=False)
+        )
+
+    def due_subscriptions(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[str]:
+        query = (
+            select(SubscriptionRow.id)
+            .where(col(SubscriptionRow.next_run_at) <= now)
+            .order_by(col(SubscriptionRow.next_run_at))
+            .limit(limit)
+        )
+        if skip:
+            query = query.where(col(SubscriptionRow.id).not_in(list(skip)))
+        return list(self.session.exec(query).all())
+
+    def next_run_at(self) -> datetime | None:
+        """The earliest instant at which any subscription has work."""
+        return _utc(self.session.exec(select(func.min(SubscriptionRow.next_run_at))).first())
+
+    # -- invoices -------------------------------------------------------------------------
+    def next_invoice_number(self) -> str:
+        row = self.session.get(SequenceRow, "invoice", with_for_update=True)
+        if row is None:
+            row = SequenceRow(name="invoice", value=0)
+            self.session.add(row)
+        row.value += 1
+        return invoice_number(self.store.invoice_prefix, row.value)
+
+    def add_invoice(self, invoice: Invoice) -> None:
+        self.session.add(mapping.invoice_row(invoice))
+        try:
+            self.session.flush()  # no ORM relationships: flush parents before their children
+        except IntegrityError as exc:
+            raise AlreadyExists("invoice for the period", invoice.period) from exc
+        self.session.add_all(mapping.line_rows(invoice))
+        self.session.flush()
+
+    def save_invoice(self, invoice: Invoice) -> None:
+        row = self.session.get(InvoiceRow, invoice.id)
+        if row is None:
+            raise NotFound("invoice", invoice.id)
+        row.status = invoice.status.value
+        row.paid_at = invoice.paid_at
+        row.closed_at = invoice.closed_at
+
+    def invoice(self, invoice_id: str) -> Invoice:
+        row = self.session.get(InvoiceRow, invoice_id)
+        if row is None:
+            raise NotFound("invoice", invoice_id)
+        return self._invoice(row)
+
+    def invoice_by_number(self, number: str) -> Invoice:
+        row = self.session.exec(select(InvoiceRow).where(col(InvoiceRow.number) == number)).first()
+        if row is None:
+            raise NotFound("invoice", number)
+        return self._invoice(row)
+
+    def invoices(
+        self, *, customer_id: str | None = None, subscription_id: str | None = None
+    ) -> list[Invoice]:
+        query = select(InvoiceRow).order_by(col(InvoiceRow.created_at), col(InvoiceRow.number))
+        if customer_id is not None:
+            query = query.where(col(InvoiceRow.customer_id) == customer_id)
+        if subscription_id is not None:
+            query = query.where(col(InvoiceRow.subscription_id) == subscription_id)
+        return [self._invoice(row) for row in self.session.exec(query).all()]
+
+    def _invoice(self, row: InvoiceRow) -> Invoice:
+        lines = self.session.exec(
+            select(InvoiceLineRow).where(col(InvoiceLineRow.invoice_id) == row.id)
+        ).all()
+        return mapping.invoice(row, list(lines))
+
+    # -- payments and refunds -------------------------------------------------------------
+    def add_payment(self, row: PaymentRow) -> None:
+        self.session.add(row)
+        self.session.flush()
+
+    def payment_row(self, payment_id: str) -> PaymentRow:
+        row = self.session.get(PaymentRow, payment_id)
+        if row is None:
+            raise NotFound("payment", payment_id)
+        return row
+
+    def payment_rows(
+        self,
+        *,
+        invoice_id: str | None = None,
+        customer_id: str | None = None,
+        subscription_id: str | None = None,
+    ) -> list[PaymentRow]:
+        query = select(PaymentRow).order_by(col(PaymentRow.created_at), col(PaymentRow.number))
+        if invoice_id is not None:
+            query = query.where(col(PaymentRow.invoice_id) == invoice_id)
+        if customer_id is not None:
+            query = query.where(col(PaymentRow.customer_id) == customer_id)
+        if subscription_id is not None:
+            query = query.where(col(PaymentRow.subscription_id) == subscription_id)
+        return list(self.session.exec(query).all())
+
+    def payments_to_check(self, subscription_id: str, now: datetime) -> list[PaymentRow]:
+        return list(
+            self.session.exec(
+                select(PaymentRow)
+                .where(col(PaymentRow.subscription_id) == subscription_id)
+                .where(col(PaymentRow.status).in_(UNSETTLED))
+                .where(col(PaymentRow.check_at) <= now)
+                .order_by(col(PaymentRow.check_at))
+            ).all()
+        )
+
+    def save_payment(
+        self, row: PaymentRow, attempt: PaymentAttempt, check_at: datetime | None
+    ) -> None:
+        mapping.apply_payment(row, attempt)
+        row.check_at = check_at if attempt.status.value in UNSETTLED else None
+        if row.subscription_id is not None:
+            self.refresh_next_run(row.subscription_id)
+
+    def refunded(self, payment_id: str) -> int:
+        """Minor units already refunded (or on their way back) from a payment."""
+        total = self.session.exec(
+            select(func.coalesce(func.sum(RefundRow.amount_minor), 0))
+            .where(col(RefundRow.payment_id) == payment_id)
+            .where(col(RefundRow.status) != "failed")
+        ).first()
+        return int(total or 0)
+
+    def refund_rows(self, payment_id: str) -> list[RefundRow]:
+        return list(
+            self.session.exec(
+                select(RefundRow)
+                .where(col(RefundRow.payment_id) == payment_id)
+                .order_by(col(RefundRow.created_at))
+            ).all()
+        )
+
+    # -- events and idempotency -----------------------------------------------------------
+    def record(self, events: Iterable[Event]) -> None:
+        """Add events to the outbox, in order, in this transaction."""
+        recorded_at = datetime.now(UTC)
+        for event in events:
+            payload = event.payload()
+            self.session.add(
+                EventRow(
+                    id=f"evt_{uuid.uuid4().hex}",
+                    name=event.name,
+                    at=event.at,
+                    subscription_id=_str_or_none(payload.get("subscription_id")),
+                    customer_id=_str_or_none(payload.get("customer_id")),
+                    invoice_id=_str_or_none(payload.get("invoice_id")),
+                    payload=payload,
+                    recorded_at=recorded_at,
+                )
+            )
+        self.session.flush()
+
+    def events(self, *, after: int, limit: int, pending_only: bool) -> list[StoredEvent]:
+        query = select(EventRow).where(col(EventRow.seq) > after).order_by(col(EventRow.seq))
+        if pending_only:
+            query = query.where(col(EventRow.acknowledged_at).is_(None))
+        return [
+            StoredEvent(
+                seq=row.seq or 0,
+                id=row.id,
+                name=row.name,
+                at=row.at,
+                payload=row.payload,
+                subscription_id=row.subscription_id,
+                customer_id=row.customer_id,
+                invoice_id=row.invoice_id,
+                acknowledged_at=row.acknowledged_at,
+            )
+            for row in self.session.exec(query.limit(limit)).all()
+        ]
+
+    def acknowledge(self, event_ids: Sequence[str], at: datetime) -> int:
+        result = self.session.execute(
+            update(EventRow)
+            .where(col(EventRow.id).in_(list(event_ids)))
+            .where(col(EventRow.acknowledged_at).is_(None))
+            .values(acknowledged_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def idempotency(self, key: str) -> IdempotencyRow | None:
+        return self.session.get(IdempotencyRow, key)
+
+    def remember(
+        self, key: str, operation: str, fingerprint: str, result: Any, at: datetime
+    ) -> None:
+        """Take an idempotency key; a concurrent call that took it first wins."""
+        self.session.add(
+            IdempotencyRow(
+                key=key, operation=operation, fingerprint=fingerprint, result=result, created_at=at
+            )
+        )
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise ConcurrentUpdate("idempotency key", key) from exc
+
+    def update_remembered(self, key: str, result: Any) -> None:
+        row = self.session.get(IdempotencyRow, key)
+        if row is not None:
+            row.result = result
+
+
+def _payment_method(row: PaymentMethodRow) -> PaymentMethod:
+    return PaymentMethod(
+        id=row.id,
+        customer_id=row.customer_id,
+        gateway=row.gateway,
+        token=row.token,
+        label=row.label,
+        is_default=row.is_default,
+        created_at=row.created_at,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aggregates bypass the column type: SQLite hands back naive UTC text, PostgreSQL aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+CHECK_MIN = timedelta(minutes=1)
+CHECK_MAX = timedelta(days=1)
+
+
+def next_check(created_at: datetime, at: datetime) -> datetime:
+    """When to ask again about an unsettled payment: back off with its age, from 1 min to 1 day."""
+    return at + min(max(at - created_at, CHECK_MIN), CHECK_MAX)

@@ -1,0 +1,338 @@
+"""An in-process payment gateway whose answers are scripted per customer.
+
+:class:`FakeGateway` implements :class:`~billing.ports.PaymentGateway` for the engine's tests,
+simulations and users' own tests. Each customer follows a :class:`Behavior` (or a sequence of
+them, one per new charge, the last repeating); customers never scripted follow the default:
+
+* ``approve``: the charge succeeds at once with reference ``fake_ch_<n>``.
+* ``decline_soft``: a soft decline, code ``insufficient_funds`` (retrying may help).
+* ``decline_hard``: a hard decline, code ``stolen_card`` (retrying cannot help).
+* ``timeout``: the money IS taken, but the answer is lost: ``charge`` returns ``UNKNOWN`` and a
+  later ``sync`` (or a repeat of the key) returns ``SUCCEEDED`` with the reference.
+* ``pay_late``: ``PENDING`` until ``pending_for`` after the charge's ``at``, then ``SUCCEEDED``.
+* ``never_pay``: ``PENDING`` until ``pending_for`` after the charge's ``at``, then a soft
+  decline with code ``expired``.
+
+Time only ever comes from the requests' ``at``, never from the system clock: a pending charge
+settles when a ``sync``, a repeated ``charge`` or a ``refund`` at or after its due time looks at
+it, exactly as a test clock would make it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from billing.domain import _checks
+from billing.domain.errors import InvalidArgument
+from billing.domain.money import Money
+from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus, RefundStatus
+from billing.ports import ChargeRequest, RefundRequest, RefundResult, SyncRequest
+
+
+class Behavior(StrEnum):
+    """What the fake gateway does with a customer's next new charge."""
+
+    APPROVE = "approve"
+    """Succeeds at once."""
+    DECLINE_SOFT = "decline_soft"
+    """Fails with a soft decline (``insufficient_funds``)."""
+    DECLINE_HARD = "decline_hard"
+    """Fails with a hard decline (``stolen_card``)."""
+    TIMEOUT = "timeout"
+    """Takes the money but loses the answer: ``UNKNOWN`` now, ``SUCCEEDED`` on sync."""
+    PAY_LATE = "pay_late"
+    """``PENDING``, then ``SUCCEEDED`` once ``pending_for`` has passed."""
+    NEVER_PAY = "never_pay"
+    """``PENDING``, then a soft decline (``expired``) once ``pending_for`` has passed."""
+
+
+BehaviorLike = Behavior | str
+"""A :class:`Behavior` or its string value (scenario files use the strings)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakenCharge:
+    """A charge that moved money, as the fake gateway's books show it."""
+
+    idempotency_key: str
+    customer_id: str
+    amount: Money
+    reference: str
+    at: datetime
+    """When the charge was sent (the request's ``at``), in UTC."""
+    behavior: Behavior
+    refunded: Money
+    """How much of it has been refunded so far."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Charge:
+    """The gateway-side state of one charge (one idempotency key); guarded by the lock."""
+
+    key: str
+    customer_id: str
+    amount: Money
+    reference: str
+    behavior: Behavior
+    at: datetime
+    due: datetime
+    status: PaymentStatus
+    decline: DeclineKind | None = None
+    code: str | None = None
+    message: str | None = None
+    refunded: Money = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refunded = Money.zero(self.amount.currency)
+
+    def observe(self, at: datetime) -> PaymentResult:
+        """The charge's current result as seen at ``at``, settling it if it is due."""
+        if self.status is PaymentStatus.PENDING and at >= self.due:
+            if self.behavior is Behavior.PAY_LATE:
+                self.status = PaymentStatus.SUCCEEDED
+            else:
+                self.status = PaymentStatus.FAILED
+                self.decline = DeclineKind.SOFT
+                self.code = "expired"
+                self.message = "the payment was never completed (fake never_pay)"
+        return PaymentResult(
+            status=self.status,
+            decline=self.decline,
+            code=self.code,
+            message=self.message,
+            reference=self.reference,
+        )
+
+    def taken(self) -> TakenCharge:
+        return TakenCharge(
+            idempotency_key=self.key,
+            customer_id=self.customer_id,
+            amount=self.amount,
+            reference=self.reference,
+            at=self.at,
+            behavior=self.behavior,
+            refunded=self.refunded,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refund:
+    """A refund request as first received, and the answer it got."""
+
+    reference: str
+    amount: Money
+    result: RefundResult
+
+
+_DECLINES: dict[Behavior, tuple[DeclineKind, str, str]] = {
+    Behavior.DECLINE_SOFT: (
+        DeclineKind.SOFT,
+        "insufficient_funds",
+        "the card has insufficient funds (fake decline_soft)",
+    ),
+    Behavior.DECLINE_HARD: (
+        DeclineKind.HARD,
+        "stolen_card",
+        "the card was reported stolen (fake decline_hard)",
+    ),
+}
+
+
+def _behavior(value: object) -> Behavior:
+    return _checks.member(Behavior, value, "payment")
+
+
+class FakeGateway:
+    """A scriptable, thread-safe, in-memory :class:`~billing.ports.PaymentGateway`.
+
+    ``default`` is what customers never scripted get; ``pending_for`` is how long ``pay_late``
+    and ``never_pay`` charges stay pending, measured with the requests' ``at``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "fake",
+        default: BehaviorLike = Behavior.APPROVE,
+        pending_for: timedelta = timedelta(days=2),
+    ) -> None:
+        if not isinstance(pending_for, timedelta) or pending_for < timedelta(0):
+            raise InvalidArgument("pending_for", "must be a timedelta >= 0", pending_for)
+        self._name = _checks.text("name", name)
+        self._default = _behavior(default)
+        self._pending_for = pending_for
+        self._lock = threading.Lock()
+        self._scripts: dict[str, deque[Behavior]] = {}
+        self._charges: dict[str, _Charge] = {}
+        self._by_reference: dict[str, _Charge] = {}
+        self._refunds: dict[str, _Refund] = {}
+        self._calls: Counter[str] = Counter()
+        self._charge_count = 0
+        self._refund_count = 0
+
+    @property
+    def name(self) -> str:
+        """The gateway's name, ``"fake"`` unless given another."""
+        return self._name
+
+    # -- scripting -------------------------------------------------------------------------------
+
+    def script(self, customer_id: str, behavior: BehaviorLike | Sequence[BehaviorLike]) -> None:
+        """Set what the customer's next new charges do, replacing any earlier script.
+
+        A sequence is consumed one behavior per new idempotency key; its last one repeats.
+        """
+        if isinstance(behavior, str) or not isinstance(behavior, Sequence):
+            queue = deque([_behavior(behavior)])
+        else:
+            queue = deque(_behavior(item) for item in behavior)
+            if not queue:
+                raise InvalidArgument("payment", "must name at least one behavior", behavior)
+        with self._lock:
+            self._scripts[customer_id] = queue
+
+    def _next_behavior(self, customer_id: str) -> Behavior:
+        queue = self._scripts.get(customer_id)
+        if queue is None:
+            return self._default
+        return queue.popleft() if len(queue) > 1 else queue[0]
+
+    # -- the PaymentGateway protocol -------------------------------------------------------------
+
+    def charge(self, request: ChargeRequest) -> PaymentResult:
+        """Charge once per key: a repeated key charges nothing and answers as :meth:`sync`.
+
+        Raises :class:`~billing.domain.errors.InvalidArgument` if a key comes back with another
+        customer or amount: the same key must always mean the same charge.
+        """
+        at = _checks.aware("at", request.at)
+        with self._lock:
+            self._calls[request.idempotency_key] += 1
+            existing = self._charges.get(request.idempotency_key)
+            if existing is not None:
+                if (existing.customer_id, existing.amount) != (request.customer_id, request.amount):
+                    raise InvalidArgument(
+                        "idempotency_key",
+                        f"was first sent for {existing.customer_id} {existing.amount}; "
+                        "the same key must always mean the same charge",
+                        request.idempotency_key,
+                    )
+                return existing.observe(at)
+            behavior = self._next_behavior(request.customer_id)
+            self._charge_count += 1
+            charge = _Charge(
+                key=request.idempotency_key,
+                customer_id=request.customer_id,
+                amount=request.amount,
+                reference=f"fake_ch_{self._charge_count}",
+                behavior=behavior,
+                at=at,
+                due=at + self._pending_for,
+                status=PaymentStatus.SUCCEEDED,
+            )
+            if behavior in _DECLINES:
+                charge.status = PaymentStatus.FAILED
+                charge.decline, charge.code, charge.message = _DECLINES[behavior]
+            elif behavior in (Behavior.PAY_LATE, Behavior.NEVER_PAY):
+                charge.status = PaymentStatus.PENDING
+            self._charges[charge.key] = charge
+            self._by_reference[charge.reference] = charge
+            if behavior is Behavior.TIMEOUT:
+                return PaymentResult(
+                    status=PaymentStatus.UNKNOWN,
+                    code="timeout",
+                    message="the gateway did not answer in time (fake timeout)",
+                )
+            return charge.observe(at)
+
+    def sync(self, request: SyncRequest) -> PaymentResult | None:
+        """The current result of the charge sent with this key, or ``None`` if none arrived."""
+        at = _checks.aware("at", request.at)
+        with self._lock:
+            charge = self._charges.get(request.idempotency_key)
+            return None if charge is None else charge.observe(at)
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund part or all of a succeeded charge, once per key.
+
+        Refused (``FAILED``, code ``invalid_refund``) for an unknown or unsettled charge, an amount
+        that is not positive, in another currency, or more than is left to refund. A repeated key
+        returns the first answer and refunds nothing more.
+        """
+        at = _checks.aware("at", request.at)
+        with self._lock:
+            earlier = self._refunds.get(request.idempotency_key)
+            if earlier is not None:
+                if (earlier.reference, earlier.amount) != (request.reference, request.amount):
+                    raise InvalidArgument(
+                        "idempotency_key",
+                        f"was first sent to refund {earlier.amount} of {earlier.reference}; "
+                        "the same key must always mean the same refund",
+                        request.idempotency_key,
+                    )
+                return earlier.result
+            result = self._refund(request, at)
+            self._refunds[request.idempotency_key] = _Refund(
+                request.reference, request.amount, result
+            )
+            return result
+
+    def _refund(self, request: RefundRequest, at: datetime) -> RefundResult:
+        charge = self._by_reference.get(request.reference)
+        if charge is None:
+            return _refused(f"no charge has reference {request.reference!r}")
+        status = charge.observe(at).status
+        if status is not PaymentStatus.SUCCEEDED:
+            return _refused(f"charge {charge.reference} is {status}; only succeeded ones refund")
+        if request.amount.currency != charge.amount.currency:
+            return _refused(f"charge {charge.reference} is in {charge.amount.currency}")
+        if not request.amount.is_positive():
+            return _refused("the amount must be positive")
+        left = charge.amount - charge.refunded
+        if request.amount > left:
+            return _refused(f"only {left} of charge {charge.reference} is left to refund")
+        charge.refunded += request.amount
+        self._refund_count += 1
+        return RefundResult(
+            status=RefundStatus.SUCCEEDED, reference=f"fake_re_{self._refund_count}"
+        )
+
+    # -- reading the books -----------------------------------------------------------------------
+
+    @property
+    def calls(self) -> Counter[str]:
+        """How many times ``charge`` was called per idempotency key, repeats included (a copy)."""
+        with self._lock:
+            return Counter(self._calls)
+
+    def charges_taken(self, customer_id: str | None = None) -> list[TakenCharge]:
+        """The charges that moved money, in the order they were sent, for one customer or all.
+
+        A ``timeout`` charge counts at once; a ``pay_late`` one once a request has seen it settle.
+        """
+        with self._lock:
+            return [
+                charge.taken()
+                for charge in self._charges.values()
+                if charge.status is PaymentStatus.SUCCEEDED
+                and (customer_id is None or charge.customer_id == customer_id)
+            ]
+
+    def total_charged(self, customer_id: str | None = None) -> Money | None:
+        """The sum of :meth:`charges_taken` before refunds, or ``None`` if nothing was taken.
+
+        Raises :class:`~billing.domain.errors.CurrencyMismatch` if the charges mix currencies.
+        """
+        taken = self.charges_taken(customer_id)
+        if not taken:
+            return None
+        return sum((charge.amount for charge in taken[1:]), taken[0].amount)
+
+
+def _refused(message: str) -> RefundResult:
+    return RefundResult(status=RefundStatus.FAILED, code="invalid_refund", message=message)

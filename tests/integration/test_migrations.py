@@ -1,0 +1,82 @@
+"""The alembic migrations: upgrade from empty, down one step and back, equal to the models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from billing.bootstrap import open_engine
+from billing.domain.errors import SchemaNotReady
+from billing.store.database import connect, current_revision, downgrade, head_revision, upgrade
+from billing.store.tables import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty(request: pytest.FixtureRequest, tmp_path, postgres_server: str) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    """An empty database (no tables at all) on each backend."""
+    if request.param == "sqlite":
+        engine = connect(f"sqlite:///{tmp_path / 'empty.db'}")
+        yield engine
+        engine.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    engine = connect(url)
+    downgrade(engine, "base")  # the per-test database is a migrated copy: take it back to empty
+    assert inspect(engine).get_table_names() == ["alembic_version"]
+    yield engine
+    engine.dispose()
+
+
+def _differences(engine: Engine) -> list[object]:
+    with engine.connect() as connection:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+def test_upgrading_an_empty_database_builds_exactly_the_models(empty: Engine):
+    upgrade(empty)
+    assert current_revision(empty) == head_revision()
+    assert _differences(empty) == []
+
+
+def test_downgrading_one_step_and_upgrading_again_comes_back_to_the_same_schema(empty: Engine):
+    upgrade(empty)
+    downgrade(empty, "-1")
+    assert current_revision(empty) != head_revision()
+    upgrade(empty)
+    assert current_revision(empty) == head_revision()
+    assert _differences(empty) == []
+
+
+def test_the_engine_refuses_a_database_without_the_schema_and_names_the_command(empty: Engine):
+    with pytest.raises(SchemaNotReady) as error:
+        open_engine(empty.url.render_as_string(hide_password=False))
+    assert "billing migrate --database-url" in str(error.value)
+    assert error.value.found is None
+
+
+def test_the_engine_refuses_an_outdated_schema(empty: Engine):
+    upgrade(empty)
+    downgrade(empty, "-1")
+    with pytest.raises(SchemaNotReady):
+        open_engine(empty.url.render_as_string(hide_password=False))
+
+
+def test_open_engine_can_migrate_first(empty: Engine):
+    engine = open_engine(empty.url.render_as_string(hide_password=False), migrate=True)
+    engine.close()
+    assert current_revision(empty) == head_revision()
+
+
+def test_a_password_never_appears_in_the_schema_message():
+    error = SchemaNotReady(
+        connect("postgresql://billing:s3cret@127.0.0.1:1/db").url.render_as_string(
+            hide_password=True
+        ),
+        None,
+        "0001",
+    )
+    assert "s3cret" not in str(error)
