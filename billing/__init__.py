@@ -3,22 +3,31 @@
 The names below are the public API; anything else may change without notice.
 """
 
+from billing.bootstrap import open_engine as open_engine
+from billing.clock import ManualClock as ManualClock
+from billing.clock import SystemClock as SystemClock
 from billing.domain.catalog import Plan as Plan
 from billing.domain.catalog import PlanStatus as PlanStatus
 from billing.domain.customers import Customer as Customer
+from billing.domain.customers import PaymentMethod as PaymentMethod
 from billing.domain.dunning import AfterRetries as AfterRetries
 from billing.domain.dunning import RetryDecision as RetryDecision
 from billing.domain.dunning import RetryPolicy as RetryPolicy
+from billing.domain.errors import AlreadyExists as AlreadyExists
 from billing.domain.errors import BillingError as BillingError
+from billing.domain.errors import ConcurrentUpdate as ConcurrentUpdate
 from billing.domain.errors import CurrencyMismatch as CurrencyMismatch
 from billing.domain.errors import ExchangeRateNotFound as ExchangeRateNotFound
 from billing.domain.errors import FloatNotAllowed as FloatNotAllowed
+from billing.domain.errors import IdempotencyConflict as IdempotencyConflict
 from billing.domain.errors import IllegalTransition as IllegalTransition
 from billing.domain.errors import InvalidArgument as InvalidArgument
 from billing.domain.errors import InvoiceImmutable as InvoiceImmutable
 from billing.domain.errors import NaiveDatetime as NaiveDatetime
+from billing.domain.errors import NotFound as NotFound
 from billing.domain.errors import PlanChangeNotAllowed as PlanChangeNotAllowed
 from billing.domain.errors import PlanUnavailable as PlanUnavailable
+from billing.domain.errors import SchemaNotReady as SchemaNotReady
 from billing.domain.errors import UnknownCurrency as UnknownCurrency
 from billing.domain.errors import UnknownTimezone as UnknownTimezone
 from billing.domain.exchange import ExchangeRate as ExchangeRate
@@ -40,6 +49,8 @@ from billing.domain.payments import DeclineKind as DeclineKind
 from billing.domain.payments import PaymentAttempt as PaymentAttempt
 from billing.domain.payments import PaymentResult as PaymentResult
 from billing.domain.payments import PaymentStatus as PaymentStatus
+from billing.domain.payments import Refund as Refund
+from billing.domain.payments import RefundStatus as RefundStatus
 from billing.domain.periods import BillingCalendar as BillingCalendar
 from billing.domain.periods import Interval as Interval
 from billing.domain.periods import IntervalUnit as IntervalUnit
@@ -52,11 +63,17 @@ from billing.domain.subscriptions import Subscription as Subscription
 from billing.domain.subscriptions import SubscriptionStatus as SubscriptionStatus
 from billing.domain.taxes import TaxRate as TaxRate
 from billing.domain.taxes import TaxRounding as TaxRounding
+from billing.engine import Engine as Engine
+from billing.ports import Clock as Clock
+from billing.ports import PaymentGateway as PaymentGateway
 
 __all__ = [
     "AfterRetries",
+    "AlreadyExists",
     "BillingCalendar",
     "BillingError",
+    "Clock",
+    "ConcurrentUpdate",
     "CreditBalance",
     "Currency",
     "CurrencyMismatch",
@@ -64,10 +81,12 @@ __all__ = [
     "DebtItem",
     "DebtKind",
     "DeclineKind",
+    "Engine",
     "ExchangeRate",
     "ExchangeRateNotFound",
     "ExchangeRates",
     "FloatNotAllowed",
+    "IdempotencyConflict",
     "IllegalTransition",
     "Interval",
     "IntervalUnit",
@@ -79,10 +98,14 @@ __all__ = [
     "InvoiceReason",
     "InvoiceStatus",
     "LineKind",
+    "ManualClock",
     "Money",
     "NaiveDatetime",
+    "NotFound",
     "Outcome",
     "PaymentAttempt",
+    "PaymentGateway",
+    "PaymentMethod",
     "PaymentResult",
     "PaymentStatus",
     "Period",
@@ -93,17 +116,22 @@ __all__ = [
     "PlanUnavailable",
     "ProrationBehavior",
     "ProrationUnit",
+    "Refund",
+    "RefundStatus",
     "RetryDecision",
     "RetryPolicy",
     "Rounding",
+    "SchemaNotReady",
     "Subscription",
     "SubscriptionStatus",
+    "SystemClock",
     "TableExchangeRates",
     "TaxRate",
     "TaxRounding",
     "UnknownCurrency",
     "UnknownTimezone",
     "__version__",
+    "open_engine",
 ]
 
 __version__ = "0.1.0"

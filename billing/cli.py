@@ -112,9 +112,9 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     finally:
         engine.dispose()
     if before == after:
-        console.print(f"{shown(url)} is up to date (revision {after})")
+        typer.echo(f"{shown(url)} is up to date (revision {after})")
     else:
-        console.print(f"{shown(url)} migrated from {before or 'an empty schema'} to {after}")
+        typer.echo(f"{shown(url)} migrated from {before or 'an empty schema'} to {after}")
 
 
 scenario_app = typer.Typer(help="Replay declarative billing histories.", no_args_is_help=True)

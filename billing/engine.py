@@ -455,5 +455,9 @@ class Engine:
 
     def acknowledge(self, event_ids: Sequence[str]) -> int:
         """Mark events as handled by the host; returns how many were newly acknowledged."""
+        if isinstance(event_ids, str) or not isinstance(event_ids, Sequence | set | frozenset):
+            raise InvalidArgument("event_ids", "must be a list of event ids", event_ids)
+        for event_id in event_ids:
+            _checks.identifier("event_ids", event_id)
         with self._ctx.store.transaction() as tx:
             return tx.acknowledge(event_ids, self._ctx.clock.now())

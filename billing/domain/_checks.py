@@ -62,8 +62,28 @@ def member(kind: type[E], value: object, field: str) -> E:
     raise InvalidArgument(field, f"must be one of {allowed}", value)
 
 
-def text(field: str, value: object) -> str:
-    """``value`` if it is a non-blank string."""
+ID_LENGTH = 64
+"""The longest id or code the engine stores (customers, plans, subscriptions...)."""
+NAME_LENGTH = 255
+"""The longest name or label the engine stores."""
+
+
+def text(field: str, value: object, *, max_length: int | None = None) -> str:
+    """``value`` if it is a non-blank string of at most ``max_length`` characters."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(field, "must be a non-empty string", value)
+    if max_length is not None and len(value) > max_length:
+        raise InvalidArgument(field, f"must be at most {max_length} characters", value)
+    return value
+
+
+def identifier(field: str, value: object) -> str:
+    """``value`` if it can be an id or a code: a non-blank string of at most 64 characters."""
+    return text(field, value, max_length=ID_LENGTH)
+
+
+def flag(field: str, value: object) -> bool:
+    """``value`` if it is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(field, "must be true or false", value)
     return value

@@ -44,8 +44,8 @@ class Plan:
     charge_currency: Currency | None = None
 
     def __post_init__(self) -> None:
-        _checks.text("code", self.code)
-        _checks.text("name", self.name)
+        _checks.identifier("code", self.code)
+        _checks.text("name", self.name, max_length=_checks.NAME_LENGTH)
         if not isinstance(self.price, Money):
             raise InvalidArgument("price", "must be Money", self.price)
         if self.price.is_negative():

@@ -22,7 +22,7 @@ class Customer:
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        _checks.text("id", self.id)
+        _checks.identifier("id", self.id)
         _checks.timezone(self.timezone)
         for key, value in self.metadata.items():
             if not isinstance(key, str) or not isinstance(value, str):
@@ -74,16 +74,15 @@ class PaymentMethod:
     created_at: datetime
 
     def __post_init__(self) -> None:
-        _checks.text("id", self.id)
-        _checks.text("customer_id", self.customer_id)
-        _checks.text("gateway", self.gateway)
-        _checks.text("token", self.token)
-        if len(self.token) > 255:
-            raise InvalidArgument("token", "must be at most 255 characters")
+        _checks.identifier("id", self.id)
+        _checks.identifier("customer_id", self.customer_id)
+        _checks.text("gateway", self.gateway, max_length=32)
+        _checks.text("token", self.token, max_length=_checks.NAME_LENGTH)
+        _checks.flag("is_default", self.is_default)
         if _looks_like_a_card_number(self.token):
             raise InvalidArgument(
                 "token", "must be a gateway token or reference, never a card number"
             )
-        if self.label is not None and len(self.label) > 255:
-            raise InvalidArgument("label", "must be at most 255 characters")
+        if self.label is not None:
+            _checks.text("label", self.label, max_length=_checks.NAME_LENGTH)
         object.__setattr__(self, "created_at", _checks.aware("created_at", self.created_at))

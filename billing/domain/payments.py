@@ -211,6 +211,8 @@ def refund_amount(*, paid: Money, refunded: Money, wanted: Money | None) -> Mone
 
     :raises InvalidArgument: for a non-positive amount, another currency, or more than is left.
     """
+    if wanted is not None and not isinstance(wanted, Money):
+        raise InvalidArgument("amount", "must be Money, such as Money.of('1000', 'CLP')", wanted)
     left = paid - refunded
     amount = left if wanted is None else wanted
     if amount.currency != paid.currency:

@@ -137,6 +137,9 @@ class Subscription:
     """Billing resumes at this instant with the rest of the period then current."""
     dunning: Dunning | None = None
     debt: tuple[DebtItem, ...] = ()
+    not_before: datetime | None = None
+    """Nothing falls due before this instant: a renewal held back by dunning is billed when the
+    dunning ends, not at the period's end that passed meanwhile."""
 
     @property
     def anchor(self) -> datetime:
@@ -165,6 +168,7 @@ class Subscription:
     def due_at(self) -> datetime | None:
         """When something next falls due for this subscription, or ``None`` if nothing will."""
         period = self.current_period
+        retry_at = self.dunning.retry_at if self.dunning else None
         match self.status:
             case _S.SCHEDULED:
                 return self.start
@@ -172,28 +176,32 @@ class Subscription:
                 return self.trial_end
             case _S.ACTIVE:
                 assert period is not None
-                return self.resume_from or period.end
+                return _latest(self.resume_from or period.end, self.not_before)
             case _S.PAST_DUE:
                 assert period is not None
-                retry_at = self.dunning.retry_at if self.dunning else None
-                period_end_matters = (
-                    self.dunning is None or self.cancel_at_period_end or period.end == self.ends_at
-                )
-                due = [t for t in (retry_at, period.end if period_end_matters else None) if t]
-                return min(due) if due else None
+                # while a retry is pending, the renewal waits; a cancellation or an end does not
+                waits = self.dunning is not None and not self.cancel_at_period_end
+                ends = period.end == self.ends_at
+                return _earliest(retry_at, None if waits and not ends else period.end)
             case _S.PAUSED:
-                due = [t for t in (self.resume_at, self.ends_at) if t]
-                return min(due) if due else None
+                return _earliest(self.resume_at, self.ends_at)
             case _S.UNPAID:
-                retry_at = self.dunning.retry_at if self.dunning else None
                 cancel_at = period.end if period and self.cancel_at_period_end else None
-                due = [t for t in (retry_at, cancel_at) if t]
-                return min(due) if due else None
+                return _earliest(retry_at, cancel_at)
             case _:
                 return None
 
     def is_final(self) -> bool:
         return self.status in (_S.CANCELED, _S.ENDED)
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _latest(first: datetime, second: datetime | None) -> datetime:
+    return first if second is None else max(first, second)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,7 +260,7 @@ def subscribe(
     from the plan's trial days, counted on the customer's wall clock. ``cycles`` overrides the
     plan's default cycle count.
     """
-    _checks.text("id", id)
+    _checks.identifier("id", id)
     now = _checks.aware("now", now)
     start = now if start is None else _checks.aware("start", start)
     if not plan.is_active:
@@ -426,7 +434,10 @@ def payment_succeeded(subscription: Subscription, invoice: Invoice, *, at: datet
         return Outcome(subscription=subscription, events=tuple(events), updated_invoice=paid)
     resume_from = _resume_point(subscription, at) if subscription.status is _S.UNPAID else None
     active = replace(
-        move(subscription, _S.ACTIVE, "reactivate"), dunning=None, resume_from=resume_from
+        move(subscription, _S.ACTIVE, "reactivate"),
+        dunning=None,
+        resume_from=resume_from,
+        not_before=at,
     )
     events.append(SubscriptionActivated(at=at, subscription_id=subscription.id))
     return Outcome(subscription=active, events=tuple(events), updated_invoice=paid)

@@ -49,7 +49,7 @@ class TaxRate:
     mode: Rounding = Rounding.HALF_UP
 
     def __post_init__(self) -> None:
-        _checks.text("tax.name", self.name)
+        _checks.text("tax.name", self.name, max_length=_checks.ID_LENGTH)
         if not isinstance(self.percent, Decimal) or not 0 <= self.percent <= 100:
             raise InvalidArgument("tax.percent", "must be between 0 and 100", self.percent)
         if not isinstance(self.inclusive, bool):

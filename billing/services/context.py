@@ -58,7 +58,15 @@ class Claim:
 
 
 def _fingerprint(operation: str, arguments: Mapping[str, object]) -> str:
-    document = {"operation": operation, "arguments": codec.encode(dict(arguments))}
+    """A digest of the call; arguments the codec cannot encode (bad input) count by their repr,
+    so the operation itself gets to refuse them with a typed error."""
+    encoded = {}
+    for name, value in arguments.items():
+        try:
+            encoded[name] = codec.encode(value)
+        except TypeError:
+            encoded[name] = repr(value)
+    document = {"operation": operation, "arguments": encoded}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from billing.domain import _checks
 from billing.domain.catalog import Plan
 from billing.domain.customers import Customer, PaymentMethod
 from billing.domain.errors import InvalidArgument
@@ -23,7 +24,11 @@ def create_customer(
     timezone: str,
     metadata: Mapping[str, str] | None,
 ) -> Customer:
-    customer = Customer.of(customer_id or new_id("cus"), timezone, metadata)
+    if customer_id is not None:
+        _checks.identifier("customer_id", customer_id)
+    customer = Customer.of(
+        new_id("cus") if customer_id is None else customer_id, timezone, metadata
+    )
     with ctx.store.transaction() as tx:
         tx.add_customer(customer, ctx.clock.now())
         if claim is not None:
@@ -42,6 +47,7 @@ def add_payment_method(
     default: bool,
 ) -> PaymentMethod:
     """Attach a gateway token to a customer (never card data); it becomes the default if asked."""
+    _checks.flag("default", default)
     if gateway not in ctx.gateways:
         configured = ", ".join(sorted(ctx.gateways)) or "none"
         raise InvalidArgument("gateway", f"must be a configured gateway ({configured})", gateway)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from billing.domain import _checks
 from billing.domain import subscriptions as domain
 from billing.domain.errors import InvalidArgument
 from billing.domain.plan_changes import PlanChange, change_plan
@@ -39,12 +40,14 @@ def subscribe(
     Like QVO, a subscription that must be paid at once needs a default payment method (or credit)
     unless its plan is free.
     """
+    if subscription_id is not None:
+        _checks.identifier("subscription_id", subscription_id)
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         customer = tx.customer(customer_id)
         plan = tx.plan(plan_code)
         outcome = domain.subscribe(
-            id=subscription_id or new_id("sub"),
+            id=new_id("sub") if subscription_id is None else subscription_id,
             customer=customer,
             plan=plan,
             now=now,

@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from functools import cache
@@ -32,7 +32,7 @@ def encode(value: object) -> Any:
     if isinstance(value, Currency | ZoneInfo):
         return str(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
     if isinstance(value, timedelta):
         return value // timedelta(microseconds=1)
     if isinstance(value, Decimal):

@@ -119,6 +119,7 @@ def subscription_fields(subscription: Subscription) -> dict[str, Any]:
         "dunning_invoice_id": dunning.invoice_id if dunning else None,
         "dunning_failed_attempts": dunning.failed_attempts if dunning else None,
         "dunning_retry_at": dunning.retry_at if dunning else None,
+        "not_before": subscription.not_before,
     }
 
 
@@ -177,6 +178,7 @@ def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -
         resume_at=row.resume_at,
         resume_from=row.resume_from,
         dunning=dunning,
+        not_before=row.not_before,
         debt=tuple(
             DebtItem(
                 kind=DebtKind(debt.kind),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -102,6 +102,7 @@ class SubscriptionRow(SQLModel, table=True):
     dunning_invoice_id: str | None = Field(default=None, max_length=64)
     dunning_failed_attempts: int | None = None
     dunning_retry_at: datetime | None = None
+    not_before: datetime | None = None
     next_run_at: datetime | None = None
     """When the engine next has work for it: a due step or a payment to reconcile."""
     version: int
@@ -116,7 +117,7 @@ class DebtRow(SQLModel, table=True):
     kind: str = Field(max_length=16)
     amount_minor: int = _money()
     currency: str = Field(max_length=3)
-    description: str = Field(max_length=255)
+    description: str = Field(sa_type=Text)
     period_start: datetime | None = None
     period_end: datetime | None = None
     source: str | None = Field(default=None, max_length=64)
@@ -160,7 +161,7 @@ class InvoiceLineRow(SQLModel, table=True):
     invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=64)
     position: int
     kind: str = Field(max_length=32)
-    description: str = Field(max_length=255)
+    description: str = Field(sa_type=Text)
     amount_minor: int = _money()
     period_start: datetime | None = None
     period_end: datetime | None = None

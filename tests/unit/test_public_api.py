@@ -37,4 +37,4 @@ def test_the_readme_example_prints_what_it_says():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(example, "README.md", "exec"), {})
-    assert out.getvalue().strip() == "11900 CLP"
+    assert out.getvalue().strip() == "active 11900 CLP"

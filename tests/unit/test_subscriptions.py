@@ -511,3 +511,20 @@ def test_cancel_refuses_a_flag_that_is_not_a_boolean():
     with pytest.raises(InvalidArgument) as error:
         cancel(w.sub, at=w.now, at_period_end="yes")  # type: ignore[arg-type]
     assert error.value.field == "at_period_end"
+
+
+def test_a_renewal_held_back_by_dunning_is_billed_when_the_dunning_ends_not_before():
+    weekly = oro(interval="week", retry=RetryPolicy.of([8]))
+    outcomes = iter([PaymentResult.failed(DeclineKind.SOFT), PaymentResult.succeeded()])
+    w = world(weekly, pay=lambda invoice, attempt: next(outcomes, PaymentResult.succeeded()))
+    w.subscribe()
+    first_attempt = w.attempts[0].created_at
+    w.run_until(first_attempt + timedelta(days=7))
+    assert len(w.issued()) == 1  # the renewal due on day 7 waits for the retry of day 8
+    w.run_until(first_attempt + timedelta(days=8))
+    renewal = w.issued()[1]
+    assert renewal.period is not None
+    assert renewal.period.start == first_attempt + timedelta(days=7)  # the period it covers
+    assert renewal.created_at == first_attempt + timedelta(days=8)  # issued when dunning ended
+    at_of_events = [event.at for event in w.events]
+    assert at_of_events == sorted(at_of_events)
