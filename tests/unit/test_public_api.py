@@ -19,7 +19,7 @@ def test_all_is_sorted_and_lists_exactly_the_public_names():
         for name, value in vars(billing).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert billing.__all__ == sorted(billing.__all__, key=lambda n: (n.startswith("_"), n))
+    assert billing.__all__ == sorted(billing.__all__, key=lambda n: (not n[0].isupper(), n))
     assert set(billing.__all__) - {"__version__"} == public
 
 
