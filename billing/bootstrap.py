@@ -2,28 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 
 from billing.clock import SystemClock
 from billing.config import Settings
 from billing.domain.exchange import ExchangeRates
 from billing.engine import Engine
 from billing.ports import Clock, PaymentGateway
+from billing.services.hooks import Hooks
 from billing.store.database import connect, require_schema, upgrade
 from billing.store.unit_of_work import Store
+
+
+def discover_gateways(environ: Mapping[str, str] | None = None) -> list[PaymentGateway]:
+    """The gateways installed packages offer through the ``billing.gateways`` entry points.
+
+    Each entry point is a callable that takes the environment and returns a configured gateway,
+    or ``None`` when the environment does not configure it (no credentials, say). ``billing``
+    never imports an adapter itself: an adapter package registers one of these.
+    """
+    env = os.environ if environ is None else environ
+    found: list[PaymentGateway] = []
+    for entry in entry_points(group="billing.gateways"):
+        gateway = entry.load()(env)
+        if gateway is not None:
+            found.append(gateway)
+    return found
 
 
 def open_engine(
     database_url: str | None = None,
     *,
     clock: Clock | None = None,
-    gateways: Iterable[PaymentGateway] = (),
+    gateways: Iterable[PaymentGateway] | None = None,
     rates: ExchangeRates | None = None,
     settings: Settings | None = None,
+    hooks: Hooks | None = None,
     migrate: bool = False,
 ) -> Engine:
     """An engine on ``database_url`` (the settings' URL, by default the SQLite file
-    ``billing.db``), charging through ``gateways``.
+    ``billing.db``), charging through ``gateways`` (by default, those the installed packages
+    configure from the environment: :func:`discover_gateways`).
 
     The database's schema must be at the engine's revision; ``migrate=True`` upgrades it first
     (as ``billing migrate`` does), otherwise a missing or older schema raises
@@ -41,7 +62,8 @@ def open_engine(
     return Engine(
         Store(engine, invoice_prefix=settings.invoice_prefix),
         clock=clock or SystemClock(),
-        gateways=gateways,
+        gateways=discover_gateways() if gateways is None else gateways,
         rates=rates,
-        proration=settings.proration,
+        settings=settings,
+        hooks=hooks,
     )

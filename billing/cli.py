@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,12 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from billing import __version__
+from billing.bootstrap import open_engine
 from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.errors import BillingError
 from billing.domain.periods import BillingCalendar, Interval
 from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scenario
+from billing.services.dispatch import Handlers
 from billing.store.database import connect, current_revision, shown, upgrade
+from billing.worker import Worker, configure_logging
 
 app = typer.Typer(
     name="billing",
@@ -115,6 +120,64 @@ def migrate(database_url: DatabaseUrl = None) -> None:
         typer.echo(f"{shown(url)} is up to date (revision {after})")
     else:
         typer.echo(f"{shown(url)} migrated from {before or 'an empty schema'} to {after}")
+
+
+@app.command()
+def worker(
+    database_url: DatabaseUrl = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one pass and exit (cron, tests).")
+    ] = False,
+    tick: Annotated[float | None, typer.Option(help="Seconds between billing runs.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Subscriptions billed at once.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Subscriptions claimed at a time.")] = None,
+    lease: Annotated[float | None, typer.Option(help="Seconds a claim lasts.")] = None,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            help="module:attribute of a mapping from event names (or '*') to lists of "
+            "handlers, each called with every such event."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Bill what is due, reconcile unsettled payments and deliver events, on a schedule.
+
+    Run as many as you like, on as many machines: they coordinate through the database. Gateways
+    come from the installed packages' `billing.gateways` entry points, configured by the
+    environment. SIGTERM or SIGINT stops a worker gracefully.
+    """
+    configure_logging(log_level)
+    try:
+        settings = Settings.from_env(
+            database_url=database_url,
+            tick_seconds=tick,
+            threads=threads,
+            batch_size=batch,
+            lease_seconds=lease,
+        )
+        registry = _load(handlers) if handlers else None
+        engine = open_engine(settings=settings)
+    except (BillingError, ImportError, AttributeError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    with engine:
+        runner = Worker(engine, handlers=registry)
+        if once:
+            report = runner.run_once()
+            failed = len(report.billing.failed) + len(report.reconcile.failed)
+            raise typer.Exit(code=1 if failed else 0)
+        runner.run()
+
+
+def _load(spec: str) -> Handlers:
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise ImportError(f"--handlers must look like module:attribute, got {spec!r}")
+    value = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(value, Mapping):
+        raise AttributeError(f"{spec} must be a mapping of event names to handler lists")
+    return value
 
 
 scenario_app = typer.Typer(help="Replay declarative billing histories.", no_args_is_help=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+from billing.domain.errors import InvalidArgument
 
 DEFAULT_DATABASE_URL = "sqlite:///billing.db"
 """The embedded default: a SQLite file named ``billing.db`` in the working directory."""
@@ -12,19 +15,71 @@ DEFAULT_DATABASE_URL = "sqlite:///billing.db"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """How an engine is set up; every field has a default."""
+    """How an engine and its worker are set up; every field has a default.
+
+    Each field can be set from the environment as ``BILLING_<FIELD>`` (``BILLING_DATABASE_URL``,
+    ``BILLING_THREADS``, ``BILLING_LEASE_SECONDS``...).
+    """
 
     database_url: str = DEFAULT_DATABASE_URL
     proration: str = "second"
+    """How the rest of a period is counted: ``second`` or ``day``."""
     invoice_prefix: str = "INV"
+    batch_size: int = 100
+    """How many subscriptions a billing run claims at a time."""
+    threads: int = 8
+    """How many subscriptions (and so gateway calls) a billing run works on at once."""
+    lease_seconds: float = 60.0
+    """How long a claim lasts; a dead worker's claims are taken over after it."""
+    reconcile_after_seconds: float = 60.0
+    """How long an unsettled payment waits before the gateway is first asked about it."""
+    tick_seconds: float = 10.0
+    """How often the worker looks for due work."""
+    dispatch_seconds: float = 2.0
+    """How often the worker delivers events to the host's handlers."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(name, "must be an integer >= 1", value)
+        for name in (
+            "lease_seconds",
+            "reconcile_after_seconds",
+            "tick_seconds",
+            "dispatch_seconds",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise InvalidArgument(name, "must be a number of seconds > 0", value)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def reconcile_after(self) -> timedelta:
+        return timedelta(seconds=self.reconcile_after_seconds)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from ``BILLING_DATABASE_URL``, ``BILLING_PRORATION`` and
-        ``BILLING_INVOICE_PREFIX``, falling back to the defaults."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``BILLING_*`` variables, then ``overrides``, then the defaults."""
         env = os.environ if environ is None else environ
-        return cls(
-            database_url=env.get("BILLING_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            proration=env.get("BILLING_PRORATION") or "second",
-            invoice_prefix=env.get("BILLING_INVOICE_PREFIX") or "INV",
-        )
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = env.get(f"BILLING_{field.name.upper()}")
+            if raw:
+                values[field.name] = _parse(field.name, raw, field.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise InvalidArgument(f"BILLING_{name.upper()}", "must be a number", raw) from None
+    return raw

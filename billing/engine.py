@@ -9,9 +9,10 @@ nothing; the same key with other arguments raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
+from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.catalog import Plan
 from billing.domain.customers import Customer, PaymentMethod
@@ -28,9 +29,15 @@ from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
 from billing.services import customers, refunds, subscriptions
 from billing.services.billing_run import RunReport, run_due
-from billing.services.context import Context, once
+from billing.services.context import Context, log, once
+from billing.services.dispatch import DispatchReport, Handlers, dispatch
+from billing.services.hooks import Hooks
 from billing.store import mapping
 from billing.store.unit_of_work import Store, StoredEvent
+
+
+def _never() -> bool:
+    return False
 
 
 class Engine:
@@ -43,15 +50,18 @@ class Engine:
         clock: Clock,
         gateways: Iterable[PaymentGateway] = (),
         rates: ExchangeRates | None = None,
-        proration: ProrationUnit | str = ProrationUnit.SECOND,
+        settings: Settings | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
-        by_name = {gateway.name: gateway for gateway in gateways}
+        settings = settings or Settings()
         self._ctx = Context(
             store=store,
             clock=clock,
-            gateways=by_name,
+            gateways={gateway.name: gateway for gateway in gateways},
             rates=rates,
-            proration=_checks.member(ProrationUnit, proration, "proration"),
+            proration=_checks.member(ProrationUnit, settings.proration, "proration"),
+            settings=settings,
+            hooks=hooks or Hooks(),
         )
 
     def close(self) -> None:
@@ -71,6 +81,15 @@ class Engine:
     @property
     def gateways(self) -> Mapping[str, PaymentGateway]:
         return self._ctx.gateways
+
+    @property
+    def settings(self) -> Settings:
+        return self._ctx.settings
+
+    @property
+    def worker(self) -> str:
+        """This engine's name in claims and logs."""
+        return self._ctx.worker
 
     # -- customers and payment methods ----------------------------------------------------
     def create_customer(
@@ -431,13 +450,41 @@ class Engine:
         )
 
     # -- billing and events ---------------------------------------------------------------
-    def run_due(self, now: datetime | None = None) -> RunReport:
-        """Bill everything due up to ``now`` (the clock's time by default), in time order."""
+    def run_due(
+        self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None
+    ) -> RunReport:
+        """Bill everything due up to ``now`` (the clock's time by default), in time order.
+
+        Due subscriptions are claimed a batch at a time, so several engines (several worker
+        processes, on several machines) can run this on one database at once: each piece of
+        work is done by one of them, once. ``stop`` ends the run early: work already started
+        finishes and the rest is released for others.
+        """
+        return run_due(self._ctx, self._when(now), stop=stop or _never)
+
+    def reconcile(
+        self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None
+    ) -> RunReport:
+        """Ask the gateways about every unsettled payment due for a check, and clear lapsed
+        claims; the billing steps are left to :meth:`run_due`."""
+        when = self._when(now)
+        with self._ctx.store.transaction() as tx:
+            released = tx.release_expired(self._ctx.clock.now())
+        if released:
+            log.warning("claims.released_lapsed count=%s", released)
+        return run_due(self._ctx, when, stop=stop or _never, checks_only=True)
+
+    def dispatch(self, handlers: Handlers, *, limit: int = 100) -> DispatchReport:
+        """Deliver undelivered events to ``handlers``: in order within each subscription, at
+        least once, a failing event retried later without holding back other subscriptions."""
+        return dispatch(self._ctx, handlers, limit=limit)
+
+    def _when(self, now: datetime | None) -> datetime:
         current = self._ctx.clock.now()
         when = current if now is None else _checks.aware("now", now)
         if when > current:
             raise InvalidArgument("now", "must not be later than the engine's clock", when)
-        return run_due(self._ctx, when)
+        return when
 
     def next_run_at(self) -> datetime | None:
         """The earliest instant at which the engine has work, or ``None``."""

@@ -1,52 +1,93 @@
-"""Billing what is due, and collecting invoices through the gateways.
+"""Billing what is due, and collecting invoices through the gateways, exactly once.
 
-One subscription's work is done in time order: each due step (a start, a trial's end, a renewal, a
-retry, a cancellation or end, a resume) and each check of an unsettled payment. Every step is one
-transaction that saves the new state, the invoice it makes and the events. A payment is written
-with its idempotency key and committed before the gateway is called, the call happens outside
-any transaction, and its result is committed afterwards. An attempt whose outcome is unknown is
-never charged again blindly: it is reconciled by asking the gateway (``sync``).
+A billing run claims due subscriptions a batch at a time (:meth:`Tx.claim_due`), works on them
+from a bounded thread pool, and releases them. One subscription's work is done in time order:
+each due step (a start, a trial's end, a renewal, a retry, a cancellation or end, a resume) and
+each check of an unsettled payment.
+
+A step is one transaction that saves the new state, the invoice it makes, the events, and the
+payment attempt that will collect the invoice, with its idempotency key. The gateway is called
+after that transaction commits, outside any transaction, and only while the run still holds its
+claim; its answer is committed afterwards. An attempt whose outcome is unknown (no answer yet, a
+timeout, a crash before or after sending) is never charged again blindly: once its
+``check_at`` passes it is reconciled by asking the gateway (``sync``), and sent again with the
+same key only if the gateway never received it. Unique constraints and optimistic versions back
+all of this up when two processes race.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from billing.domain.errors import AlreadyExists, ConcurrentUpdate
 from billing.domain.events import CreditGranted, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
-from billing.domain.payments import (
-    DeclineKind,
-    PaymentResult,
-    PaymentStatus,
-    idempotency_key,
-)
+from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus, idempotency_key
 from billing.domain.renewals import advance
 from billing.domain.subscriptions import Outcome, payment_failed, payment_succeeded
 from billing.ports import ChargeRequest, PaymentGateway, SyncRequest
 from billing.services.context import Context, log, new_id
 from billing.store import mapping
 from billing.store.tables import PaymentRow
-from billing.store.unit_of_work import CHECK_MIN, UNSETTLED, Loaded, Tx, next_check
+from billing.store.unit_of_work import UNSETTLED, Loaded, Tx
 
 _OPEN = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+_CHECK_MAX = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCharge:
+    """A committed payment attempt, ready to go to its gateway."""
+
+    payment_id: str
+    gateway: str
+    request: ChargeRequest
 
 
 @dataclass
 class RunReport:
-    """What a billing run did."""
+    """What a billing run did; safe to update from the run's threads."""
 
     steps: int = 0
     payments: int = 0
     checks: int = 0
+    claimed: int = 0
+    contended: list[str] = field(default_factory=list)
+    """Subscriptions another process changed first; left for a later run."""
     failed: list[str] = field(default_factory=list)
     """Subscriptions whose work raised an error; the run went on without them."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + by)
+
+    def note(self, name: str, subscription_id: str) -> None:
+        with self._lock:
+            getattr(self, name).append(subscription_id)
 
 
-def apply(tx: Tx, loaded: Loaded, outcome: Outcome, at: datetime) -> tuple[Loaded, list[str]]:
-    """Save an outcome: the subscription, credit, invoices and events.
+def next_check(ctx: Context, created_at: datetime, at: datetime) -> datetime:
+    """When to ask again about an unsettled payment: back off with its age, up to a day."""
+    first = ctx.settings.reconcile_after
+    return at + min(max(at - created_at, first), max(first, _CHECK_MAX))
 
-    Returns the saved subscription and the invoices to collect once the transaction commits.
+
+# -- saving outcomes ------------------------------------------------------------------------
+
+
+def apply(
+    ctx: Context, tx: Tx, loaded: Loaded, outcome: Outcome, at: datetime
+) -> tuple[Loaded, list[PendingCharge]]:
+    """Save an outcome: the subscription, credit, invoices, events, and payment attempts.
+
+    Returns the saved subscription and the attempts to send once the transaction commits.
     """
     subscription = outcome.subscription
     saved = tx.save_subscription(loaded, subscription)
@@ -75,149 +116,75 @@ def apply(tx: Tx, loaded: Loaded, outcome: Outcome, at: datetime) -> tuple[Loade
     if outcome.retry_invoice_id is not None:
         collect.append(outcome.retry_invoice_id)
     tx.record(events)
-    return saved, collect
+    sends = [payment for invoice_id in collect for payment in open_attempt(ctx, tx, invoice_id, at)]
+    return saved, sends
 
 
-def run_due(ctx: Context, now: datetime, *, batch: int = 100) -> RunReport:
-    """Do all the work due by ``now``, a batch of subscriptions at a time."""
-    report = RunReport()
-    while True:
-        with ctx.store.transaction() as tx:
-            due = tx.due_subscriptions(now, batch, skip=report.failed)
-        if not due:
-            return report
-        for subscription_id in due:
-            try:
-                run_subscription(ctx, subscription_id, now, report)
-            except Exception:
-                log.exception("billing run failed subscription=%s", subscription_id)
-                report.failed.append(subscription_id)
+def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[PendingCharge]:
+    """Write the next payment attempt on an invoice, with its idempotency key.
 
-
-def run_subscription(
-    ctx: Context, subscription_id: str, now: datetime, report: RunReport | None = None
-) -> None:
-    """Do one subscription's due work up to ``now``, in time order."""
-    report = report if report is not None else RunReport()
-    while True:
-        with ctx.store.transaction() as tx:
-            loaded = tx.subscription(subscription_id)
-            due = loaded.subscription.due_at
-            checks = tx.payments_to_check(subscription_id, now)
-            check = checks[0] if checks else None
-            if check is not None and (due is None or due > now or _at(check) <= due):
-                payment_id, at, collect = check.id, _at(check), []
-            elif due is not None and due <= now:
-                payment_id, at = None, due
-                collect = _step(ctx, tx, loaded, now)
-            else:
-                tx.refresh_next_run(subscription_id, loaded.subscription)
-                return
-        if payment_id is not None:
-            report.checks += 1
-            reconcile(ctx, payment_id, at)
-        else:
-            report.steps += 1
-        for invoice_id in collect:
-            report.payments += 1
-            charge(ctx, invoice_id, at)
-
-
-def _step(ctx: Context, tx: Tx, loaded: Loaded, now: datetime) -> list[str]:
-    subscription = loaded.subscription
-    at = subscription.due_at
-    assert at is not None
-    credit = tx.credit(subscription.customer_id, subscription.plan.billing_currency).amount
-    outcome = advance(subscription, now=now, credit=credit, rates=ctx.rates, unit=ctx.proration)
-    assert outcome is not None
-    log.info(
-        "billing step subscription=%s status=%s->%s at=%s",
-        subscription.id,
-        subscription.status,
-        outcome.subscription.status,
-        at.isoformat(),
+    Returns the attempt to send, or nothing: when the invoice is settled, when an attempt is
+    still unsettled (never two at once), or when there is no payment method to charge (then the
+    attempt fails at once, without a gateway, and dunning follows).
+    """
+    invoice = tx.invoice(invoice_id)
+    attempts = tx.payment_rows(invoice_id=invoice_id)
+    if invoice.status not in _OPEN or any(row.status in UNSETTLED for row in attempts):
+        return []
+    method = tx.default_payment_method(invoice.customer_id)
+    gateway = ctx.gateways.get(method.gateway) if method is not None else None
+    number = len(attempts) + 1
+    row = PaymentRow(
+        id=new_id("pay"),
+        invoice_id=invoice.id,
+        subscription_id=invoice.subscription_id,
+        customer_id=invoice.customer_id,
+        number=number,
+        idempotency_key=idempotency_key(invoice.id, number),
+        amount_minor=invoice.total.minor,
+        currency=invoice.currency.code,
+        gateway=None if method is None else method.gateway,
+        payment_method_id=None if method is None else method.id,
+        status=PaymentStatus.CREATED.value,
+        created_at=at,
+        check_at=at + ctx.settings.reconcile_after,
     )
-    return apply(tx, loaded, outcome, at)[1]
+    tx.add_payment(row)
+    if method is None or gateway is None:
+        code = "no_payment_method" if method is None else "gateway_not_configured"
+        return record(ctx, tx, row, PaymentResult.failed(DeclineKind.SOFT, code=code), at)
+    request = ChargeRequest(
+        idempotency_key=row.idempotency_key,
+        amount=invoice.total,
+        customer_id=invoice.customer_id,
+        payment_method=method.token,
+        description=f"Invoice {invoice.number}",
+        at=at,
+        metadata={"invoice": invoice.number or invoice.id, "attempt": str(number)},
+    )
+    return [PendingCharge(row.id, method.gateway, request)]
 
 
-def charge(ctx: Context, invoice_id: str, at: datetime) -> None:
-    """Make the next payment attempt on an invoice, and everything it leads to."""
-    queue = [invoice_id]
-    while queue:
-        queue.extend(_attempt(ctx, queue.pop(0), at))
+def record(
+    ctx: Context, tx: Tx, row: PaymentRow, result: PaymentResult, at: datetime
+) -> list[PendingCharge]:
+    """Save a gateway's answer and what it means for the invoice and the subscription.
 
-
-def _attempt(ctx: Context, invoice_id: str, at: datetime) -> list[str]:
-    with ctx.store.transaction() as tx:
-        invoice = tx.invoice(invoice_id)
-        attempts = tx.payment_rows(invoice_id=invoice_id)
-        if invoice.status not in _OPEN or any(row.status in UNSETTLED for row in attempts):
-            return []  # paid meanwhile, or an attempt is still out: never charge twice
-        method = tx.default_payment_method(invoice.customer_id)
-        gateway = ctx.gateways.get(method.gateway) if method is not None else None
-        number = len(attempts) + 1
-        row = PaymentRow(
-            id=new_id("pay"),
-            invoice_id=invoice.id,
-            subscription_id=invoice.subscription_id,
-            customer_id=invoice.customer_id,
-            number=number,
-            idempotency_key=idempotency_key(invoice.id, number),
-            amount_minor=invoice.total.minor,
-            currency=invoice.currency.code,
-            gateway=None if method is None else method.gateway,
-            payment_method_id=None if method is None else method.id,
-            status=PaymentStatus.CREATED.value,
-            created_at=at,
-            check_at=at + CHECK_MIN,
-        )
-        tx.add_payment(row)
-        if method is None or gateway is None:
-            code = "no_payment_method" if method is None else "gateway_not_configured"
-            result = PaymentResult.failed(DeclineKind.SOFT, code=code)
-            return record(tx, row, result, at)
-        request = ChargeRequest(
-            idempotency_key=row.idempotency_key,
-            amount=invoice.total,
-            customer_id=invoice.customer_id,
-            payment_method=method.token,
-            description=f"Invoice {invoice.number}",
-            at=at,
-            metadata={"invoice": invoice.number or invoice.id},
-        )
-        payment_id = row.id
-    result = _call(gateway, request)
-    with ctx.store.transaction() as tx:
-        return record(tx, tx.payment_row(payment_id), result, at)
-
-
-def _call(gateway: PaymentGateway, request: ChargeRequest) -> PaymentResult:
-    """Charge; a gateway that raises is a gateway whose answer is unknown."""
-    try:
-        return gateway.charge(request)
-    except Exception as exc:
-        log.warning(
-            "gateway charge raised gateway=%s key=%s error=%s",
-            gateway.name,
-            request.idempotency_key,
-            type(exc).__name__,
-        )
-        return PaymentResult(status=PaymentStatus.UNKNOWN, message=type(exc).__name__)
-
-
-def record(tx: Tx, row: PaymentRow, result: PaymentResult, at: datetime) -> list[str]:
-    """Save a gateway's answer and what it means for the invoice and the subscription."""
+    Returns follow-up attempts to send (a reactivation can bill the rest of a period at once).
+    """
     attempt = mapping.payment(row)
     if attempt.is_settled():
-        return []
+        return []  # another process recorded it first
     if result.status is attempt.status:
-        tx.save_payment(row, attempt, next_check(row.created_at, at))
+        tx.save_payment(row, attempt, next_check(ctx, row.created_at, at))
         return []
     attempt, events = attempt.record(result, at=at)
-    tx.save_payment(row, attempt, next_check(row.created_at, at))
+    settled = attempt.is_settled() and row.subscription_id is not None
+    # a settled attempt's subscription is saved next, which brings its next_run_at up to date
+    tx.save_payment(row, attempt, next_check(ctx, row.created_at, at), refresh=not settled)
     tx.record(events)
     log.info(
-        "payment payment=%s invoice=%s attempt=%s status=%s code=%s",
+        "payment.recorded payment=%s invoice=%s attempt=%s status=%s code=%s",
         row.id,
         row.invoice_id,
         row.number,
@@ -229,7 +196,7 @@ def record(tx: Tx, row: PaymentRow, result: PaymentResult, at: datetime) -> list
     loaded = tx.subscription(row.subscription_id)
     invoice = tx.invoice(row.invoice_id)
     if invoice.status not in _OPEN:
-        log.warning("payment settled on a closed invoice payment=%s invoice=%s", row.id, invoice.id)
+        log.warning("payment.settled_on_closed_invoice payment=%s invoice=%s", row.id, invoice.id)
         return []
     if attempt.status is PaymentStatus.SUCCEEDED:
         outcome = payment_succeeded(loaded.subscription, invoice, at=at)
@@ -238,14 +205,81 @@ def record(tx: Tx, row: PaymentRow, result: PaymentResult, at: datetime) -> list
         outcome = payment_failed(
             loaded.subscription, invoice, attempt=row.number, decline=attempt.decline, at=at
         )
-    return apply(tx, loaded, outcome, at)[1]
+    return apply(ctx, tx, loaded, outcome, at)[1]
 
 
-def reconcile(ctx: Context, payment_id: str, at: datetime) -> None:
+# -- talking to gateways --------------------------------------------------------------------
+
+
+def send(
+    ctx: Context,
+    charges: Iterable[PendingCharge],
+    at: datetime,
+    *,
+    deadline: datetime | None = None,
+) -> int:
+    """Send written attempts to their gateways and record the answers; returns how many went.
+
+    ``deadline`` is when the sender's claim lapses: no attempt is sent after it, so a run that
+    lost its claim leaves the attempt to be reconciled by whoever takes the subscription over.
+    """
+    queue, sent = list(charges), 0
+    while queue:
+        pending = queue.pop(0)
+        if deadline is not None and ctx.clock.now() >= deadline:
+            log.warning("billing.claim_lapsed payment=%s", pending.payment_id)
+            continue
+        ctx.hooks.attempt_written(pending.payment_id)
+        result = _charge(ctx.gateways[pending.gateway], pending.request)
+        ctx.hooks.gateway_answered(pending.payment_id, result)
+        sent += 1
+        queue.extend(_save_answer(ctx, pending.payment_id, result, at))
+    return sent
+
+
+def _save_answer(
+    ctx: Context, payment_id: str, result: PaymentResult, at: datetime
+) -> list[PendingCharge]:
+    with ctx.store.transaction() as tx:
+        follow = record(ctx, tx, tx.payment_row(payment_id), result, at)
+        ctx.hooks.before_outcome_commit(payment_id)
+    return follow
+
+
+def _charge_request(tx: Tx, row: PaymentRow, at: datetime) -> ChargeRequest:
+    invoice = tx.invoice(row.invoice_id)
+    return ChargeRequest(
+        idempotency_key=row.idempotency_key,
+        amount=mapping.payment(row).amount,
+        customer_id=row.customer_id,
+        payment_method=_token(tx, row),
+        description=f"Invoice {invoice.number}",
+        at=at,
+        metadata={"invoice": invoice.number or invoice.id, "attempt": str(row.number)},
+    )
+
+
+def _charge(gateway: PaymentGateway, request: ChargeRequest) -> PaymentResult:
+    """Charge; a gateway that raises is a gateway whose answer is unknown."""
+    try:
+        return gateway.charge(request)
+    except Exception as exc:
+        log.warning(
+            "gateway.charge_raised gateway=%s key=%s error=%s",
+            gateway.name,
+            request.idempotency_key,
+            type(exc).__name__,
+        )
+        return PaymentResult(status=PaymentStatus.UNKNOWN, message=type(exc).__name__)
+
+
+def reconcile(
+    ctx: Context, payment_id: str, at: datetime, *, deadline: datetime | None = None
+) -> None:
     """Ask the gateway what became of an unsettled attempt, and record it.
 
-    An attempt the gateway never received (a crash before sending) is sent again with the same
-    idempotency key, which cannot charge twice.
+    An attempt the gateway never received (a crash before sending, a lost claim) is sent again
+    with the same idempotency key, which cannot charge twice.
     """
     with ctx.store.transaction() as tx:
         row = tx.payment_row(payment_id)
@@ -253,36 +287,29 @@ def reconcile(ctx: Context, payment_id: str, at: datetime) -> None:
             return
         gateway = ctx.gateways.get(row.gateway or "")
         if gateway is None:
-            tx.save_payment(row, mapping.payment(row), next_check(row.created_at, at))
+            log.warning("reconcile.no_gateway payment=%s gateway=%s", payment_id, row.gateway)
+            tx.save_payment(row, mapping.payment(row), next_check(ctx, row.created_at, at))
             return
-        method_token = _token(tx, row)
-        amount = mapping.payment(row).amount
+        request = _charge_request(tx, row, at)
         sync = SyncRequest(
             idempotency_key=row.idempotency_key,
             reference=row.reference,
-            amount=amount,
+            amount=request.amount,
             customer_id=row.customer_id,
             at=at,
         )
     try:
         result = gateway.sync(sync)
     except Exception as exc:
-        log.warning("gateway sync raised payment=%s error=%s", payment_id, type(exc).__name__)
+        log.warning("gateway.sync_raised payment=%s error=%s", payment_id, type(exc).__name__)
         result = PaymentResult(status=PaymentStatus.UNKNOWN)
     if result is None:
-        request = ChargeRequest(
-            idempotency_key=sync.idempotency_key,
-            amount=amount,
-            customer_id=sync.customer_id,
-            payment_method=method_token,
-            description=f"Payment {payment_id}",
-            at=at,
-        )
-        result = _call(gateway, request)
-    with ctx.store.transaction() as tx:
-        follow = record(tx, tx.payment_row(payment_id), result, at)
-    for invoice_id in follow:
-        charge(ctx, invoice_id, at)
+        if deadline is not None and ctx.clock.now() >= deadline:
+            return
+        ctx.hooks.attempt_written(payment_id)
+        result = _charge(gateway, request)
+    ctx.hooks.gateway_answered(payment_id, result)
+    send(ctx, _save_answer(ctx, payment_id, result, at), at, deadline=deadline)
 
 
 def _token(tx: Tx, row: PaymentRow) -> str:
@@ -292,6 +319,135 @@ def _token(tx: Tx, row: PaymentRow) -> str:
     return ""
 
 
+# -- billing runs ---------------------------------------------------------------------------
+
+
+def run_subscription(
+    ctx: Context,
+    subscription_id: str,
+    now: datetime,
+    report: RunReport | None = None,
+    *,
+    deadline: datetime | None = None,
+    checks_only: bool = False,
+) -> None:
+    """Do one subscription's work due by ``now``, in time order (only payment checks if
+    ``checks_only``)."""
+    report = report if report is not None else RunReport()
+    while True:
+        with ctx.store.transaction() as tx:
+            loaded = tx.subscription(subscription_id)
+            due = None if checks_only else loaded.subscription.due_at
+            checks = tx.payments_to_check(subscription_id, now)
+            check = checks[0] if checks else None
+            if check is not None and (due is None or due > now or _at(check) <= due):
+                payment_id, at, sends = check.id, _at(check), []
+            elif due is not None and due <= now:
+                payment_id, at = None, due
+                sends = _step(ctx, tx, loaded, now)
+            else:
+                if loaded.next_run_at is None or loaded.next_run_at <= now:
+                    tx.refresh_next_run(subscription_id, loaded.subscription)  # heal a stale one
+                return
+        if payment_id is not None:
+            report.count("checks")
+            reconcile(ctx, payment_id, at, deadline=deadline)
+        else:
+            report.count("steps")
+        report.count("payments", send(ctx, sends, at, deadline=deadline))
+
+
+def _step(ctx: Context, tx: Tx, loaded: Loaded, now: datetime) -> list[PendingCharge]:
+    subscription = loaded.subscription
+    at = subscription.due_at
+    assert at is not None
+    credit = tx.credit(subscription.customer_id, subscription.plan.billing_currency, lock=True)
+    outcome = advance(
+        subscription, now=now, credit=credit.amount, rates=ctx.rates, unit=ctx.proration
+    )
+    assert outcome is not None
+    log.debug(
+        "billing.step subscription=%s status=%s->%s at=%s",
+        subscription.id,
+        subscription.status,
+        outcome.subscription.status,
+        at.isoformat(),
+    )
+    return apply(ctx, tx, loaded, outcome, at)[1]
+
+
 def _at(row: PaymentRow) -> datetime:
     assert row.check_at is not None
     return row.check_at
+
+
+def run_due(
+    ctx: Context,
+    now: datetime,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    checks_only: bool = False,
+) -> RunReport:
+    """Do all the work due by ``now``: claim a batch, work on it from the pool, repeat.
+
+    Memory stays bounded by the batch size whatever the number of subscriptions. When ``stop``
+    turns true, work already started finishes, and the rest of the batch is released.
+    """
+    report = RunReport()
+    settings = ctx.settings
+    with ThreadPoolExecutor(settings.threads, thread_name_prefix="billing") as pool:
+        while not stop():
+            wall = ctx.clock.now()
+            deadline = wall + settings.lease
+            with ctx.store.transaction() as tx:
+                claimed = tx.claim_due(
+                    ctx.worker,
+                    now=now,
+                    wall_now=wall,
+                    lease_until=deadline,
+                    limit=settings.batch_size,
+                    skip=[*report.failed, *report.contended],
+                    checks_only=checks_only,
+                )
+            if not claimed:
+                break
+            report.count("claimed", len(claimed))
+            ctx.hooks.claimed(claimed)
+            futures = [
+                pool.submit(_work, ctx, subscription_id, now, deadline, report, checks_only, stop)
+                for subscription_id in claimed
+            ]
+            _wait(futures)
+    return report
+
+
+def _wait(futures: list[Future[None]]) -> None:
+    for future in futures:
+        future.result()
+
+
+def _work(
+    ctx: Context,
+    subscription_id: str,
+    now: datetime,
+    deadline: datetime,
+    report: RunReport,
+    checks_only: bool,
+    stop: Callable[[], bool],
+) -> None:
+    """One claimed subscription: its work (unless the run is stopping), then its release."""
+    try:
+        if not stop():
+            run_subscription(
+                ctx, subscription_id, now, report, deadline=deadline, checks_only=checks_only
+            )
+    except (ConcurrentUpdate, AlreadyExists, OperationalError, IntegrityError) as exc:
+        # another process got there first (a version, a unique key, a lock): a later run retries
+        log.info("billing.contended subscription=%s error=%s", subscription_id, type(exc).__name__)
+        report.note("contended", subscription_id)
+    except Exception:
+        log.exception("billing.failed subscription=%s", subscription_id)
+        report.note("failed", subscription_id)
+    finally:
+        with ctx.store.transaction() as tx:
+            tx.release(ctx.worker, [subscription_id])

@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+from billing.config import Settings
 from billing.domain.errors import IdempotencyConflict, InvalidArgument
 from billing.domain.exchange import ExchangeRates
 from billing.domain.proration import ProrationUnit
 from billing.ports import Clock, PaymentGateway
+from billing.services.hooks import Hooks
 from billing.store import codec
 from billing.store.unit_of_work import Store, Tx
 
@@ -28,6 +32,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(16)}"
 
 
+def worker_name() -> str:
+    """A name for this process in claims and logs: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 @dataclass
 class Context:
     """The dependencies of the use cases, built once by the composition root."""
@@ -37,6 +46,10 @@ class Context:
     gateways: Mapping[str, PaymentGateway] = field(default_factory=dict)
     rates: ExchangeRates | None = None
     proration: ProrationUnit = ProrationUnit.SECOND
+    settings: Settings = field(default_factory=Settings)
+    hooks: Hooks = field(default_factory=Hooks)
+    worker: str = field(default_factory=worker_name)
+    """Who this engine is in claims: several engines on one database must differ."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from billing.domain.events import CreditGranted
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Money
 from billing.domain.subscriptions import SubscriptionStatus, replace_payment_method
-from billing.services.billing_run import apply, charge, run_subscription
+from billing.services.billing_run import apply, run_subscription, send
 from billing.services.context import Claim, Context, new_id
 
 
@@ -96,9 +96,8 @@ def replace_default_payment_method(
         with ctx.store.transaction() as tx:
             loaded = tx.subscription(subscription_id)
             outcome = replace_payment_method(loaded.subscription, at=now)
-            _, collect = apply(tx, loaded, outcome, now)
-        for invoice_id in collect:
-            charge(ctx, invoice_id, now)
+            _, sends = apply(ctx, tx, loaded, outcome, now)
+        send(ctx, sends, now)
         run_subscription(ctx, subscription_id, now)
     return method
 

@@ -54,7 +54,7 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
     try:
         result = gateway.refund(request)
     except Exception as exc:
-        log.warning("gateway refund raised payment=%s error=%s", payment_id, type(exc).__name__)
+        log.warning("gateway.refund_raised payment=%s error=%s", payment_id, type(exc).__name__)
         result = RefundResult(status=RefundStatus.UNKNOWN, message=type(exc).__name__)
     with ctx.store.transaction() as tx:
         saved = tx.session.get(RefundRow, refund_row.id)

@@ -17,7 +17,7 @@ from billing.domain.plan_changes import PlanChange, change_plan
 from billing.domain.proration import ProrationBehavior
 from billing.domain.subscriptions import Outcome, Subscription
 from billing.domain.taxes import TaxRate
-from billing.services.billing_run import apply, charge, run_subscription
+from billing.services.billing_run import apply, run_subscription, send
 from billing.services.context import Claim, Context, new_id
 from billing.store.unit_of_work import Tx
 
@@ -92,11 +92,10 @@ def command(
     with ctx.store.transaction() as tx:
         loaded = tx.subscription(subscription_id)
         outcome = operation(tx, loaded.subscription, now)
-        _, collect = apply(tx, loaded, outcome, now)
+        _, sends = apply(ctx, tx, loaded, outcome, now)
         if claim is not None:
             claim.remember(tx, outcome.subscription)
-    for invoice_id in collect:
-        charge(ctx, invoice_id, now)
+    send(ctx, sends, now)
     run_subscription(ctx, subscription_id, now)
     return read(ctx, subscription_id)
 

@@ -106,6 +106,10 @@ class SubscriptionRow(SQLModel, table=True):
     next_run_at: datetime | None = None
     """When the engine next has work for it: a due step or a payment to reconcile."""
     version: int
+    claimed_by: str | None = Field(default=None, max_length=128)
+    """The worker billing it now, if any (see ``claimed_until``)."""
+    claimed_until: datetime | None = None
+    """When that worker's claim lapses and another may take the subscription over."""
 
 
 class DebtRow(SQLModel, table=True):
@@ -211,6 +215,7 @@ class RefundRow(SQLModel, table=True):
 
 class EventRow(SQLModel, table=True):
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_stream_seq", "stream", "seq"),)
 
     seq: int | None = Field(default=None, sa_type=_SEQUENCE, primary_key=True)
     """The order events were recorded in."""
@@ -223,6 +228,15 @@ class EventRow(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     recorded_at: datetime
     acknowledged_at: datetime | None = Field(default=None, index=True)
+    stream: str = Field(max_length=80)
+    """Events of one stream (a subscription, else a customer) are delivered in order."""
+    deliveries: int = 0
+    """How many times the worker's dispatcher tried to deliver it."""
+    deliver_after: datetime | None = None
+    """Not before this instant: a failed delivery waits before its retry."""
+    last_error: str | None = Field(default=None, sa_type=Text)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = None
 
 
 class IdempotencyRow(SQLModel, table=True):

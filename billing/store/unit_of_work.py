@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, func, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from billing.domain.catalog import Plan
@@ -65,6 +66,8 @@ class StoredEvent:
     customer_id: str | None
     invoice_id: str | None
     acknowledged_at: datetime | None
+    deliveries: int = 0
+    """How many times the worker's dispatcher tried to deliver it before this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class Loaded:
 
     subscription: Subscription
     version: int
+    next_run_at: datetime | None = None
 
 
 class Store:
@@ -147,8 +151,12 @@ class Tx:
         ).all()
         return [_payment_method(row) for row in rows]
 
-    def credit(self, customer_id: str, currency: Currency) -> CreditBalance:
-        row = self.session.get(CreditBalanceRow, (customer_id, currency.code))
+    def credit(self, customer_id: str, currency: Currency, *, lock: bool = False) -> CreditBalance:
+        """A customer's credit; ``lock`` holds the row until commit, so that two concurrent
+        invoices cannot both spend the same credit."""
+        row = self.session.get(
+            CreditBalanceRow, (customer_id, currency.code), with_for_update=lock or None
+        )
         return CreditBalance(Money(0 if row is None else row.amount_minor, currency))
 
     def credits(self, customer_id: str) -> list[CreditBalance]:
@@ -212,7 +220,7 @@ class Tx:
         row = self.session.get(SubscriptionRow, subscription_id)
         if row is None:
             raise NotFound("subscription", subscription_id)
-        return Loaded(self._subscription(row), row.version)
+        return Loaded(self._subscription(row), row.version, row.next_run_at)
 
     def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
         query = select(SubscriptionRow).order_by(col(SubscriptionRow.created_at))
@@ -280,18 +288,131 @@ class Tx:
             query = query.where(col(SubscriptionRow.id).not_in(list(skip)))
         return list(self.session.exec(query).all())
 
+    # -- claims ---------------------------------------------------------------------------
+    def claim_due(
+        self,
+        worker: str,
+        *,
+        now: datetime,
+        wall_now: datetime,
+        lease_until: datetime,
+        limit: int,
+        skip: Sequence[str] = (),
+        checks_only: bool = False,
+    ) -> list[str]:
+        """Claim up to ``limit`` subscriptions with work due by ``now`` that nobody holds.
+
+        PostgreSQL locks the candidates with ``FOR UPDATE SKIP LOCKED``, so concurrent workers
+        pass over each other's rows instead of waiting; SQLite (which ignores that clause, and
+        has one writer at a time) relies on the compare-and-set in the UPDATE's own WHERE: a row
+        someone claimed meanwhile no longer matches. ``checks_only`` claims only subscriptions
+        with an unsettled payment to ask the gateway about.
+        """
+        free = or_(
+            col(SubscriptionRow.claimed_until).is_(None),
+            col(SubscriptionRow.claimed_until) < wall_now,
+        )
+        candidates = select(SubscriptionRow.id).where(free).limit(limit)
+        if checks_only:
+            due_checks = (
+                select(PaymentRow.subscription_id)
+                .where(col(PaymentRow.status).in_(UNSETTLED))
+                .where(col(PaymentRow.check_at) <= now)
+            )
+            candidates = candidates.where(col(SubscriptionRow.id).in_(due_checks))
+        else:
+            candidates = candidates.where(col(SubscriptionRow.next_run_at) <= now).order_by(
+                col(SubscriptionRow.next_run_at)
+            )
+        if skip:
+            candidates = candidates.where(col(SubscriptionRow.id).not_in(list(skip)))
+        claimed = self.session.execute(
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.id).in_(candidates.with_for_update(skip_locked=True)))
+            .where(free)
+            .values(claimed_by=worker, claimed_until=lease_until)
+            .returning(col(SubscriptionRow.id))
+            .execution_options(synchronize_session=False)
+        )
+        return [row[0] for row in claimed]
+
+    def claim(
+        self, subscription_id: str, worker: str, wall_now: datetime, lease_until: datetime
+    ) -> bool:
+        """Claim one subscription if nobody else holds it (or extend this worker's claim)."""
+        result = self.session.execute(
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.id) == subscription_id)
+            .where(
+                or_(
+                    col(SubscriptionRow.claimed_until).is_(None),
+                    col(SubscriptionRow.claimed_until) < wall_now,
+                    col(SubscriptionRow.claimed_by) == worker,
+                )
+            )
+            .values(claimed_by=worker, claimed_until=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def holds_claim(self, subscription_id: str, worker: str, wall_now: datetime) -> bool:
+        row = self.session.get(SubscriptionRow, subscription_id)
+        return (
+            row is not None
+            and row.claimed_by == worker
+            and row.claimed_until is not None
+            and row.claimed_until > wall_now
+        )
+
+    def release(self, worker: str, subscription_ids: Sequence[str]) -> None:
+        """Give up this worker's claims on the subscriptions."""
+        if subscription_ids:
+            self.session.execute(
+                update(SubscriptionRow)
+                .where(col(SubscriptionRow.id).in_(list(subscription_ids)))
+                .where(col(SubscriptionRow.claimed_by) == worker)
+                .values(claimed_by=None, claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def release_expired(self, wall_now: datetime) -> int:
+        """Clear claims whose lease lapsed (their workers died or hung); returns how many."""
+        result = self.session.execute(
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.claimed_until) < wall_now)
+            .values(claimed_by=None, claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def claims(self) -> list[tuple[str, str | None, datetime | None]]:
+        """Every subscription's claim: (id, worker, until)."""
+        rows = self.session.exec(
+            select(SubscriptionRow.id, SubscriptionRow.claimed_by, SubscriptionRow.claimed_until)
+        ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def next_run_at(self) -> datetime | None:
         """The earliest instant at which any subscription has work."""
         return _utc(self.session.exec(select(func.min(SubscriptionRow.next_run_at))).first())
 
     # -- invoices -------------------------------------------------------------------------
     def next_invoice_number(self) -> str:
-        row = self.session.get(SequenceRow, "invoice", with_for_update=True)
-        if row is None:
-            row = SequenceRow(name="invoice", value=0)
-            self.session.add(row)
-        row.value += 1
-        return invoice_number(self.store.invoice_prefix, row.value)
+        """The next number of the engine's gap-free invoice sequence.
+
+        The counter row is locked until commit, so concurrent transactions take numbers one
+        after the other and a rolled-back one gives its number back.
+        """
+        value = self.session.execute(
+            update(SequenceRow)
+            .where(col(SequenceRow.name) == "invoice")
+            .values(value=SequenceRow.value + 1)
+            .returning(col(SequenceRow.value))
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if value is None:
+            raise RuntimeError("the invoice sequence is missing: run `billing migrate`")
+        return invoice_number(self.store.invoice_prefix, int(value))
 
     def add_invoice(self, invoice: Invoice) -> None:
         self.session.add(mapping.invoice_row(invoice))
@@ -340,8 +461,12 @@ class Tx:
 
     # -- payments and refunds -------------------------------------------------------------
     def add_payment(self, row: PaymentRow) -> None:
+        """Add an attempt; another process adding the same attempt first makes this one fail."""
         self.session.add(row)
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise ConcurrentUpdate("payment", row.idempotency_key) from exc
 
     def payment_row(self, payment_id: str) -> PaymentRow:
         row = self.session.get(PaymentRow, payment_id)
@@ -377,11 +502,17 @@ class Tx:
         )
 
     def save_payment(
-        self, row: PaymentRow, attempt: PaymentAttempt, check_at: datetime | None
+        self,
+        row: PaymentRow,
+        attempt: PaymentAttempt,
+        check_at: datetime | None,
+        *,
+        refresh: bool = True,
     ) -> None:
+        """Save an attempt's outcome; ``refresh`` recomputes its subscription's next run."""
         mapping.apply_payment(row, attempt)
         row.check_at = check_at if attempt.status.value in UNSETTLED else None
-        if row.subscription_id is not None:
+        if refresh and row.subscription_id is not None:
             self.refresh_next_run(row.subscription_id)
 
     def refunded(self, payment_id: str) -> int:
@@ -408,16 +539,19 @@ class Tx:
         recorded_at = datetime.now(UTC)
         for event in events:
             payload = event.payload()
+            subscription_id = _str_or_none(payload.get("subscription_id"))
+            customer_id = _str_or_none(payload.get("customer_id"))
             self.session.add(
                 EventRow(
                     id=f"evt_{uuid.uuid4().hex}",
                     name=event.name,
                     at=event.at,
-                    subscription_id=_str_or_none(payload.get("subscription_id")),
-                    customer_id=_str_or_none(payload.get("customer_id")),
+                    subscription_id=subscription_id,
+                    customer_id=customer_id,
                     invoice_id=_str_or_none(payload.get("invoice_id")),
                     payload=payload,
                     recorded_at=recorded_at,
+                    stream=_stream(subscription_id, customer_id),
                 )
             )
         self.session.flush()
@@ -426,20 +560,7 @@ class Tx:
         query = select(EventRow).where(col(EventRow.seq) > after).order_by(col(EventRow.seq))
         if pending_only:
             query = query.where(col(EventRow.acknowledged_at).is_(None))
-        return [
-            StoredEvent(
-                seq=row.seq or 0,
-                id=row.id,
-                name=row.name,
-                at=row.at,
-                payload=row.payload,
-                subscription_id=row.subscription_id,
-                customer_id=row.customer_id,
-                invoice_id=row.invoice_id,
-                acknowledged_at=row.acknowledged_at,
-            )
-            for row in self.session.exec(query.limit(limit)).all()
-        ]
+        return [_stored(row) for row in self.session.exec(query.limit(limit)).all()]
 
     def acknowledge(self, event_ids: Sequence[str], at: datetime) -> int:
         result = self.session.execute(
@@ -450,6 +571,83 @@ class Tx:
             .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def claim_event_heads(
+        self, worker: str, *, wall_now: datetime, lease_until: datetime, limit: int
+    ) -> list[StoredEvent]:
+        """Claim the first undelivered event of up to ``limit`` streams, oldest first.
+
+        Only a stream's first undelivered event can be claimed, so a stream's events are
+        delivered one at a time, in order; a stream whose first event keeps failing holds back
+        only its own later events.
+        """
+        older = aliased(EventRow)
+        earlier_pending = (
+            select(older.seq)
+            .where(col(older.stream) == col(EventRow.stream))
+            .where(col(older.seq) < col(EventRow.seq))
+            .where(col(older.acknowledged_at).is_(None))
+            .exists()
+        )
+        free = or_(col(EventRow.claimed_until).is_(None), col(EventRow.claimed_until) < wall_now)
+        heads = (
+            select(EventRow.seq)
+            .where(col(EventRow.acknowledged_at).is_(None))
+            .where(
+                or_(col(EventRow.deliver_after).is_(None), col(EventRow.deliver_after) <= wall_now)
+            )
+            .where(free)
+            .where(~earlier_pending)
+            .order_by(col(EventRow.seq))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = self.session.execute(
+            update(EventRow)
+            .where(col(EventRow.seq).in_(heads))
+            .where(free)
+            .values(claimed_by=worker, claimed_until=lease_until)
+            .returning(col(EventRow.seq))
+            .execution_options(synchronize_session=False)
+        )
+        sequence = [row[0] for row in claimed]
+        if not sequence:
+            return []
+        rows = self.session.exec(
+            select(EventRow).where(col(EventRow.seq).in_(sequence)).order_by(col(EventRow.seq))
+        ).all()
+        return [_stored(row) for row in rows]
+
+    def delivered(self, seq: int, worker: str, at: datetime) -> None:
+        """Mark an event delivered (acknowledged) by the worker that claimed it."""
+        self.session.execute(
+            update(EventRow)
+            .where(col(EventRow.seq) == seq)
+            .where(col(EventRow.claimed_by) == worker)
+            .values(
+                acknowledged_at=at,
+                deliveries=EventRow.deliveries + 1,
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    def delivery_failed(self, seq: int, worker: str, error: str, retry_at: datetime) -> None:
+        """Note a failed delivery; the event is retried at ``retry_at``."""
+        self.session.execute(
+            update(EventRow)
+            .where(col(EventRow.seq) == seq)
+            .where(col(EventRow.claimed_by) == worker)
+            .values(
+                deliveries=EventRow.deliveries + 1,
+                deliver_after=retry_at,
+                last_error=error,
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     def idempotency(self, key: str) -> IdempotencyRow | None:
         return self.session.get(IdempotencyRow, key)
@@ -474,6 +672,21 @@ class Tx:
             row.result = result
 
 
+def _stored(row: EventRow) -> StoredEvent:
+    return StoredEvent(
+        seq=row.seq or 0,
+        id=row.id,
+        name=row.name,
+        at=row.at,
+        payload=row.payload,
+        subscription_id=row.subscription_id,
+        customer_id=row.customer_id,
+        invoice_id=row.invoice_id,
+        acknowledged_at=row.acknowledged_at,
+        deliveries=row.deliveries,
+    )
+
+
 def _payment_method(row: PaymentMethodRow) -> PaymentMethod:
     return PaymentMethod(
         id=row.id,
@@ -493,6 +706,14 @@ def _utc(value: datetime | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _stream(subscription_id: str | None, customer_id: str | None) -> str:
+    if subscription_id is not None:
+        return f"subscription:{subscription_id}"
+    if customer_id is not None:
+        return f"customer:{customer_id}"
+    return "engine"
 
 
 def _str_or_none(value: object) -> str | None:

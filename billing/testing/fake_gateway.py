@@ -21,6 +21,7 @@ it, exactly as a test clock would make it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ class FakeGateway:
     """A scriptable, thread-safe, in-memory :class:`~billing.ports.PaymentGateway`.
 
     ``default`` is what customers never scripted get; ``pending_for`` is how long ``pay_late``
-    and ``never_pay`` charges stay pending, measured with the requests' ``at``.
+    and ``never_pay`` charges stay pending, measured with the requests' ``at``; ``latency`` makes
+    every charge take that long in real time (for tests of slow gateways).
     """
 
     def __init__(
@@ -160,9 +162,13 @@ class FakeGateway:
         name: str = "fake",
         default: BehaviorLike = Behavior.APPROVE,
         pending_for: timedelta = timedelta(days=2),
+        latency: timedelta = timedelta(0),
     ) -> None:
         if not isinstance(pending_for, timedelta) or pending_for < timedelta(0):
             raise InvalidArgument("pending_for", "must be a timedelta >= 0", pending_for)
+        if not isinstance(latency, timedelta) or latency < timedelta(0):
+            raise InvalidArgument("latency", "must be a timedelta >= 0", latency)
+        self.latency = latency
         self._name = _checks.text("name", name)
         self._default = _behavior(default)
         self._pending_for = pending_for
@@ -211,6 +217,8 @@ class FakeGateway:
         customer or amount: the same key must always mean the same charge.
         """
         at = _checks.aware("at", request.at)
+        if self.latency:
+            time.sleep(self.latency.total_seconds())  # a slow gateway, in real time
         with self._lock:
             self._calls[request.idempotency_key] += 1
             existing = self._charges.get(request.idempotency_key)

@@ -83,12 +83,14 @@ def upgrade() -> None:
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_plans")),
     )
-    op.create_table(
+    sequences = op.create_table(
         "sequences",
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sequences")),
     )
+    # the invoice counter exists from the start, so concurrent workers only ever update it
+    op.bulk_insert(sequences, [{"name": "invoice", "value": 0}])
     op.create_table(
         "credit_balances",
         sa.Column("customer_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),

@@ -11,6 +11,7 @@ import pytest
 
 from billing.bootstrap import open_engine
 from billing.clock import ManualClock
+from billing.config import Settings
 from billing.engine import Engine
 from billing.testing import FakeGateway
 
@@ -45,6 +46,7 @@ class Billing:
 def billing(database_url: str) -> Iterator[Billing]:
     clock = ManualClock(START)
     fake = FakeGateway()
-    engine = open_engine(database_url, clock=clock, gateways=[fake])
+    settings = Settings(threads=1)  # a fixed order of invoice numbers at one instant
+    engine = open_engine(database_url, clock=clock, gateways=[fake], settings=settings)
     yield Billing(engine=engine, clock=clock, fake=fake, url=database_url)
     engine.close()
