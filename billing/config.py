@@ -33,6 +33,9 @@ class Settings:
     """How long a claim lasts; a dead worker's claims are taken over after it."""
     reconcile_after_seconds: float = 60.0
     """How long an unsettled payment waits before the gateway is first asked about it."""
+    gateway_timeout_seconds: float = 30.0
+    """The longest a gateway call may take (adapters time out by then). An attempt written but
+    never answered is checked only once its call must be over: after the lease and this."""
     tick_seconds: float = 10.0
     """How often the worker looks for due work."""
     dispatch_seconds: float = 2.0
@@ -46,6 +49,7 @@ class Settings:
         for name in (
             "lease_seconds",
             "reconcile_after_seconds",
+            "gateway_timeout_seconds",
             "tick_seconds",
             "dispatch_seconds",
         ):
@@ -60,6 +64,12 @@ class Settings:
     @property
     def reconcile_after(self) -> timedelta:
         return timedelta(seconds=self.reconcile_after_seconds)
+
+    @property
+    def unanswered_after(self) -> timedelta:
+        """When an attempt that got no answer can be asked about safely: its call is over."""
+        call_over = self.lease + timedelta(seconds=self.gateway_timeout_seconds)
+        return max(self.reconcile_after, call_over)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

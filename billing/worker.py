@@ -163,10 +163,11 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send the engine's logs to standard error as structured lines."""
+    """Send the engine's logs, and APScheduler's, to standard error as structured lines."""
     handler = logging.StreamHandler()
     handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger("billing")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name, threshold in (("billing", level.upper()), ("apscheduler", "WARNING")):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(threshold)
+        logger.propagate = False

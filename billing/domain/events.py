@@ -160,6 +160,8 @@ class InvoiceVoided(InvoiceEvent):
 class PaymentEvent(Event):
     payment_id: str
     invoice_id: str
+    subscription_id: str | None
+    customer_id: str | None
     attempt: int
     amount: Money
 
@@ -197,6 +199,8 @@ class PaymentRefunded(Event):
     refund_id: str
     payment_id: str
     invoice_id: str
+    subscription_id: str | None
+    customer_id: str | None
     amount: Money
 
 
@@ -206,6 +210,8 @@ class RefundFailed(Event):
     refund_id: str
     payment_id: str
     invoice_id: str
+    subscription_id: str | None
+    customer_id: str | None
     amount: Money
     code: str | None
 

@@ -182,6 +182,8 @@ class PaymentAttempt:
                 at=at,
                 payment_id=self.id,
                 invoice_id=self.invoice_id,
+                subscription_id=self.subscription_id,
+                customer_id=self.customer_id,
                 attempt=self.number,
                 amount=self.amount,
                 decline=result.decline.value,
@@ -192,6 +194,8 @@ class PaymentAttempt:
                 at=at,
                 payment_id=self.id,
                 invoice_id=self.invoice_id,
+                subscription_id=self.subscription_id,
+                customer_id=self.customer_id,
                 attempt=self.number,
                 amount=self.amount,
             )

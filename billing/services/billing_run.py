@@ -117,6 +117,8 @@ def apply(
         collect.append(outcome.retry_invoice_id)
     tx.record(events)
     sends = [payment for invoice_id in collect for payment in open_attempt(ctx, tx, invoice_id, at)]
+    if collect:
+        tx.refresh_next_run(subscription.id)  # the new attempts' checks count too
     return saved, sends
 
 
@@ -147,7 +149,9 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         payment_method_id=None if method is None else method.id,
         status=PaymentStatus.CREATED.value,
         created_at=at,
-        check_at=at + ctx.settings.reconcile_after,
+        # its call may be in flight until the sender's lease plus the gateway's timeout have
+        # passed, in real time: only then is asking the gateway (and maybe resending) safe
+        check_at=max(at, ctx.clock.now()) + ctx.settings.unanswered_after,
     )
     tx.add_payment(row)
     if method is None or gateway is None:

@@ -61,7 +61,7 @@ def _deliver(ctx: Context, handlers: Handlers, event: StoredEvent, report: Dispa
     except Exception as exc:
         retry_at = ctx.clock.now() + retry_delay(event.deliveries)
         log.warning(
-            "dispatch.failed event=%s name=%s deliveries=%s error=%s retry_at=%s",
+            "dispatch.failed event_id=%s name=%s deliveries=%s error=%s retry_at=%s",
             event.id,
             event.name,
             event.deliveries + 1,

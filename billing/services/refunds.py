@@ -48,7 +48,11 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
             amount=given,
             at=now,
         )
-        invoice_id = row.invoice_id
+        invoice_id, subscription_id, customer_id = (
+            row.invoice_id,
+            row.subscription_id,
+            row.customer_id,
+        )
         if claim is not None:
             claim.remember(tx, _refund(refund_row, invoice_id))
     try:
@@ -72,6 +76,8 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
                 refund_id=saved.id,
                 payment_id=payment_id,
                 invoice_id=invoice_id,
+                subscription_id=subscription_id,
+                customer_id=customer_id,
                 amount=given,
                 code=result.code,
             )
@@ -81,6 +87,8 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
                 refund_id=saved.id,
                 payment_id=payment_id,
                 invoice_id=invoice_id,
+                subscription_id=subscription_id,
+                customer_id=customer_id,
                 amount=given,
             )
         tx.record([event])

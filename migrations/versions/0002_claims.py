@@ -2,7 +2,8 @@
 
 Written by hand. Subscriptions get ``claimed_by`` / ``claimed_until`` (the worker billing one now,
 and when its lease lapses). Events get their delivery ``stream`` (backfilled from the
-subscription, else the customer, else ``engine``), a delivery count, a retry time, the last
+subscription, or the subscription of the invoice it names, else the customer, else ``engine``),
+a delivery count, a retry time, the last
 error, and a claim of their own.
 
 Revision ID: 0002
@@ -60,9 +61,17 @@ def upgrade() -> None:
         "UPDATE events SET stream = 'subscription:' || subscription_id "
         "WHERE subscription_id IS NOT NULL"
     )
+    # payment events of 0001 named only their invoice: stream them with its subscription
+    invoice_subscription = (
+        "(SELECT invoices.subscription_id FROM invoices WHERE invoices.id = events.invoice_id)"
+    )
+    op.execute(
+        f"UPDATE events SET stream = 'subscription:' || {invoice_subscription} "
+        f"WHERE subscription_id IS NULL AND {invoice_subscription} IS NOT NULL"
+    )
     op.execute(
         "UPDATE events SET stream = 'customer:' || customer_id "
-        "WHERE subscription_id IS NULL AND customer_id IS NOT NULL"
+        "WHERE stream = 'engine' AND customer_id IS NOT NULL"
     )
 
     with op.batch_alter_table("events", schema=None) as batch_op:

@@ -278,6 +278,8 @@ def test_a_payment_is_refunded_in_part_then_in_full(billing: Billing):
             "refund_id": refund.id,
             "payment_id": payment.id,
             "invoice_id": payment.invoice_id,
+            "subscription_id": payment.subscription_id,
+            "customer_id": "c1",
             "amount": {"minor": refund.amount.minor, "currency": "CLP"},
         }
         for refund in (partial, rest)

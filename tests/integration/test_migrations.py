@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from billing.bootstrap import open_engine
 from billing.domain.errors import SchemaNotReady
@@ -80,3 +80,33 @@ def test_a_password_never_appears_in_the_schema_message():
         "0001",
     )
     assert "s3cret" not in str(error)
+
+
+def test_revision_0002_gives_existing_events_their_delivery_stream(empty: Engine):
+    upgrade(empty, "0001")
+    rows = [
+        ("evt_1", "subscription.renewed", "s1", "c1"),
+        ("evt_2", "credit.granted", None, "c1"),
+        ("evt_3", "engine.note", None, None),
+    ]
+    with empty.begin() as connection:
+        for event_id, name, subscription_id, customer_id in rows:
+            connection.execute(
+                text(
+                    "INSERT INTO events (id, name, at, subscription_id, customer_id, payload, "
+                    "recorded_at) VALUES (:id, :name, :at, :sub, :cus, '{}', :at)"
+                ),
+                {
+                    "id": event_id,
+                    "name": name,
+                    "at": "2026-01-31 12:00:00+00:00",
+                    "sub": subscription_id,
+                    "cus": customer_id,
+                },
+            )
+    upgrade(empty)
+    with empty.connect() as connection:
+        streams = dict(connection.execute(text("SELECT id, stream FROM events")).all())
+        deliveries = set(connection.execute(text("SELECT deliveries FROM events")).scalars())
+    assert streams == {"evt_1": "subscription:s1", "evt_2": "customer:c1", "evt_3": "engine"}
+    assert deliveries == {0}
