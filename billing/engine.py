@@ -54,12 +54,12 @@ class Engine:
         hooks: Hooks | None = None,
     ) -> None:
         settings = settings or Settings()
+        _checks.member(ProrationUnit, settings.proration, "proration")
         self._ctx = Context(
             store=store,
             clock=clock,
             gateways={gateway.name: gateway for gateway in gateways},
             rates=rates,
-            proration=_checks.member(ProrationUnit, settings.proration, "proration"),
             settings=settings,
             hooks=hooks or Hooks(),
         )

@@ -45,11 +45,14 @@ class Context:
     clock: Clock
     gateways: Mapping[str, PaymentGateway] = field(default_factory=dict)
     rates: ExchangeRates | None = None
-    proration: ProrationUnit = ProrationUnit.SECOND
     settings: Settings = field(default_factory=Settings)
     hooks: Hooks = field(default_factory=Hooks)
     worker: str = field(default_factory=worker_name)
     """Who this engine is in claims: several engines on one database must differ."""
+
+    @property
+    def proration(self) -> ProrationUnit:
+        return ProrationUnit(self.settings.proration)
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,7 +242,7 @@ class Tx:
             .where(col(SubscriptionRow.id) == subscription.id)
             .where(col(SubscriptionRow.version) == loaded.version)
             .values(**fields, version=loaded.version + 1)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="evaluate")
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise ConcurrentUpdate("subscription", subscription.id)
@@ -274,7 +274,7 @@ class Tx:
             update(SubscriptionRow)
             .where(col(SubscriptionRow.id) == subscription_id)
             .values(next_run_at=min(times) if times else None)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="evaluate")
         )
 
     def due_subscriptions(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[str]:
@@ -335,25 +335,6 @@ class Tx:
             .execution_options(synchronize_session=False)
         )
         return [row[0] for row in claimed]
-
-    def claim(
-        self, subscription_id: str, worker: str, wall_now: datetime, lease_until: datetime
-    ) -> bool:
-        """Claim one subscription if nobody else holds it (or extend this worker's claim)."""
-        result = self.session.execute(
-            update(SubscriptionRow)
-            .where(col(SubscriptionRow.id) == subscription_id)
-            .where(
-                or_(
-                    col(SubscriptionRow.claimed_until).is_(None),
-                    col(SubscriptionRow.claimed_until) < wall_now,
-                    col(SubscriptionRow.claimed_by) == worker,
-                )
-            )
-            .values(claimed_by=worker, claimed_until=lease_until)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def holds_claim(self, subscription_id: str, worker: str, wall_now: datetime) -> bool:
         row = self.session.get(SubscriptionRow, subscription_id)

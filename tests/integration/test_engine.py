@@ -7,8 +7,9 @@ from datetime import datetime
 from billing.domain.catalog import Plan
 from billing.domain.invoices import InvoiceStatus
 from billing.domain.money import Money
-from billing.domain.subscriptions import SubscriptionStatus
+from billing.domain.subscriptions import SubscriptionStatus, cancel
 from billing.domain.taxes import TaxRate
+from billing.store.tables import SubscriptionRow
 from tests.integration.conftest import SCL, Billing
 
 
@@ -22,3 +23,22 @@ def test_a_subscription_bills_its_first_period_and_renews(billing: Billing):
     assert [i.number for i in invoices] == ["INV-000001", "INV-000002", "INV-000003"]
     assert all(i.status is InvoiceStatus.PAID for i in invoices)
     assert [i.total for i in invoices] == [Money.of("11900", "CLP")] * 3
+
+
+def test_a_subscription_read_again_in_the_transaction_that_saved_it_is_the_saved_one(
+    billing: Billing,
+):
+    billing.engine.create_plan(Plan.of(code="oro", name="Plan Oro", price="10000", currency="CLP"))
+    billing.customer("c1")
+    sub = billing.engine.subscribe("c1", "oro")
+    store = billing.engine._ctx.store
+    with store.transaction() as tx:
+        held = tx.session.get(SubscriptionRow, sub.id)  # the session keeps the row it read
+        loaded = tx.subscription(sub.id)
+        canceled = cancel(loaded.subscription, at=billing.clock.now(), at_period_end=False)
+        tx.save_subscription(loaded, canceled.subscription)
+        again = tx.subscription(sub.id)
+        assert again.subscription.status is SubscriptionStatus.CANCELED
+        assert again.version == loaded.version + 1
+        assert again.next_run_at is None
+        assert held is not None
