@@ -8,7 +8,9 @@ from billing.clock import ManualClock as ManualClock
 from billing.clock import SystemClock as SystemClock
 from billing.domain.catalog import Plan as Plan
 from billing.domain.catalog import PlanStatus as PlanStatus
+from billing.domain.customers import CardEnrollment as CardEnrollment
 from billing.domain.customers import Customer as Customer
+from billing.domain.customers import EnrollmentStatus as EnrollmentStatus
 from billing.domain.customers import PaymentMethod as PaymentMethod
 from billing.domain.dunning import AfterRetries as AfterRetries
 from billing.domain.dunning import RetryDecision as RetryDecision
@@ -19,6 +21,8 @@ from billing.domain.errors import ConcurrentUpdate as ConcurrentUpdate
 from billing.domain.errors import CurrencyMismatch as CurrencyMismatch
 from billing.domain.errors import ExchangeRateNotFound as ExchangeRateNotFound
 from billing.domain.errors import FloatNotAllowed as FloatNotAllowed
+from billing.domain.errors import GatewayAuthenticationFailed as GatewayAuthenticationFailed
+from billing.domain.errors import GatewayError as GatewayError
 from billing.domain.errors import IdempotencyConflict as IdempotencyConflict
 from billing.domain.errors import IllegalTransition as IllegalTransition
 from billing.domain.errors import InvalidArgument as InvalidArgument
@@ -46,6 +50,7 @@ from billing.domain.money import Currency as Currency
 from billing.domain.money import Money as Money
 from billing.domain.money import Rounding as Rounding
 from billing.domain.payments import DeclineKind as DeclineKind
+from billing.domain.payments import ErrorCode as ErrorCode
 from billing.domain.payments import PaymentAttempt as PaymentAttempt
 from billing.domain.payments import PaymentResult as PaymentResult
 from billing.domain.payments import PaymentStatus as PaymentStatus
@@ -64,14 +69,19 @@ from billing.domain.subscriptions import SubscriptionStatus as SubscriptionStatu
 from billing.domain.taxes import TaxRate as TaxRate
 from billing.domain.taxes import TaxRounding as TaxRounding
 from billing.engine import Engine as Engine
+from billing.ports import Capability as Capability
 from billing.ports import Clock as Clock
 from billing.ports import PaymentGateway as PaymentGateway
+from billing.services.notifications import NotificationReceipt as NotificationReceipt
+from billing.services.notifications import NotificationStatus as NotificationStatus
 
 __all__ = [
     "AfterRetries",
     "AlreadyExists",
     "BillingCalendar",
     "BillingError",
+    "Capability",
+    "CardEnrollment",
     "Clock",
     "ConcurrentUpdate",
     "CreditBalance",
@@ -82,10 +92,14 @@ __all__ = [
     "DebtKind",
     "DeclineKind",
     "Engine",
+    "EnrollmentStatus",
+    "ErrorCode",
     "ExchangeRate",
     "ExchangeRateNotFound",
     "ExchangeRates",
     "FloatNotAllowed",
+    "GatewayAuthenticationFailed",
+    "GatewayError",
     "IdempotencyConflict",
     "IllegalTransition",
     "Interval",
@@ -102,6 +116,8 @@ __all__ = [
     "Money",
     "NaiveDatetime",
     "NotFound",
+    "NotificationReceipt",
+    "NotificationStatus",
     "Outcome",
     "PaymentAttempt",
     "PaymentGateway",

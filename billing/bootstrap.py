@@ -44,7 +44,8 @@ def open_engine(
 ) -> Engine:
     """An engine on ``database_url`` (the settings' URL, by default the SQLite file
     ``billing.db``), charging through ``gateways`` (by default, those the installed packages
-    configure from the environment: :func:`discover_gateways`).
+    configure from the environment: :func:`discover_gateways`). Gateways the engine discovered
+    are closed with it; gateways passed in stay the caller's to close.
 
     The database's schema must be at the engine's revision; ``migrate=True`` upgrades it first
     (as ``billing migrate`` does), otherwise a missing or older schema raises
@@ -63,6 +64,7 @@ def open_engine(
         Store(engine, invoice_prefix=settings.invoice_prefix),
         clock=clock or SystemClock(),
         gateways=discover_gateways() if gateways is None else gateways,
+        owns_gateways=gateways is None,
         rates=rates,
         settings=settings,
         hooks=hooks,

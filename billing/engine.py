@@ -15,7 +15,7 @@ from datetime import datetime
 from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.catalog import Plan
-from billing.domain.customers import Customer, PaymentMethod
+from billing.domain.customers import CardEnrollment, Customer, PaymentMethod
 from billing.domain.errors import InvalidArgument
 from billing.domain.exchange import ExchangeRates
 from billing.domain.invoices import Invoice
@@ -27,11 +27,12 @@ from billing.domain.proration import ProrationBehavior, ProrationUnit
 from billing.domain.subscriptions import Subscription, cancel, pause, resume
 from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
-from billing.services import customers, refunds, subscriptions
+from billing.services import customers, notifications, payment_methods, refunds, subscriptions
 from billing.services.billing_run import RunReport, run_due
 from billing.services.context import Context, log, once
 from billing.services.dispatch import DispatchReport, Handlers, dispatch
 from billing.services.hooks import Hooks
+from billing.services.notifications import NotificationReceipt
 from billing.store import mapping
 from billing.store.unit_of_work import Store, StoredEvent
 
@@ -52,8 +53,10 @@ class Engine:
         rates: ExchangeRates | None = None,
         settings: Settings | None = None,
         hooks: Hooks | None = None,
+        owns_gateways: bool = False,
     ) -> None:
         settings = settings or Settings()
+        self._owns_gateways = owns_gateways
         _checks.member(ProrationUnit, settings.proration, "proration")
         self._ctx = Context(
             store=store,
@@ -65,8 +68,12 @@ class Engine:
         )
 
     def close(self) -> None:
-        """Release the engine's database connections."""
+        """Release the engine's database connections, and the connections of the gateways it
+        owns (``owns_gateways``: those :func:`~billing.open_engine` discovered itself)."""
         self._ctx.store.engine.dispose()
+        if self._owns_gateways:
+            for gateway in self._ctx.gateways.values():
+                gateway.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -127,7 +134,13 @@ class Engine:
         default: bool = True,
         idempotency_key: str | None = None,
     ) -> PaymentMethod:
-        """Attach a gateway's token or reference; card numbers and CVVs are refused."""
+        """Store the card a gateway token stands for (from the gateway's own card form).
+
+        The customer is registered at the gateway first if it keeps customers; the engine keeps
+        only the gateway's reference for the stored card. Card numbers and CVVs are refused. For
+        a gateway that stores cards only on its own page (QVO), use
+        :meth:`start_payment_method_enrollment`.
+        """
         arguments = {
             "customer_id": customer_id,
             "gateway": gateway,
@@ -141,11 +154,11 @@ class Engine:
             "add_payment_method",
             arguments,
             PaymentMethod,
-            lambda claim: customers.add_payment_method(
+            lambda claim: payment_methods.add_payment_method(
                 self._ctx,
                 claim,
                 customer_id=customer_id,
-                gateway=gateway,
+                gateway_name=gateway,
                 token=token,
                 label=label,
                 default=default,
@@ -172,10 +185,65 @@ class Engine:
             "replace_payment_method",
             arguments,
             PaymentMethod,
-            lambda claim: customers.replace_default_payment_method(
-                self._ctx, claim, customer_id=customer_id, gateway=gateway, token=token, label=label
+            lambda claim: payment_methods.replace_default_payment_method(
+                self._ctx,
+                claim,
+                customer_id=customer_id,
+                gateway_name=gateway,
+                token=token,
+                label=label,
             ),
         )
+
+    def start_payment_method_enrollment(
+        self,
+        customer_id: str,
+        *,
+        gateway: str,
+        return_url: str,
+        idempotency_key: str | None = None,
+    ) -> CardEnrollment:
+        """Begin storing a card on the gateway's own page (QVO's card inscription).
+
+        Send the customer to the result's ``redirect_url``; the gateway sends them back to
+        ``return_url``, and then :meth:`complete_payment_method_enrollment` collects the card.
+        """
+        arguments = {"customer_id": customer_id, "gateway": gateway, "return_url": return_url}
+        return once(
+            self._ctx,
+            idempotency_key,
+            "start_payment_method_enrollment",
+            arguments,
+            CardEnrollment,
+            lambda claim: payment_methods.start_enrollment(
+                self._ctx,
+                claim,
+                customer_id=customer_id,
+                gateway_name=gateway,
+                return_url=return_url,
+            ),
+        )
+
+    def complete_payment_method_enrollment(
+        self, gateway: str, reference: str, *, idempotency_key: str | None = None
+    ) -> CardEnrollment:
+        """Ask the gateway how an enrollment ended. A stored card becomes the customer's default
+        payment method, and invoices in dunning are retried with it at once (as
+        :meth:`replace_payment_method` does); a pending one stays pending. Safe to call again."""
+        return once(
+            self._ctx,
+            idempotency_key,
+            "complete_payment_method_enrollment",
+            {"gateway": gateway, "reference": reference},
+            CardEnrollment,
+            lambda claim: payment_methods.complete_enrollment(
+                self._ctx, claim, gateway_name=gateway, reference=reference
+            ),
+        )
+
+    def enrollment(self, gateway: str, reference: str) -> CardEnrollment:
+        with self._ctx.store.transaction() as tx:
+            return tx.enrollment(gateway, reference)
 
     def payment_methods(self, customer_id: str) -> list[PaymentMethod]:
         with self._ctx.store.transaction() as tx:
@@ -448,6 +516,20 @@ class Engine:
             Refund,
             lambda claim: refunds.refund(self._ctx, claim, payment_id=payment_id, amount=amount),
         )
+
+    def receive_notification(
+        self, gateway: str, *, headers: Mapping[str, str], body: bytes
+    ) -> NotificationReceipt:
+        """Take in a gateway's webhook as the host's endpoint received it.
+
+        The adapter reads it (checking the signature of gateways that sign); the engine then
+        asks the gateway what became of the payment it names and records that, once per
+        notification: a redelivery is a ``duplicate``, a forged or unreadable one changes
+        nothing. Answer the gateway 2xx unless the receipt is ``rejected``; on
+        :class:`~billing.domain.errors.GatewayError` or
+        :class:`~billing.domain.errors.ConcurrentUpdate` answer 5xx so that it comes again.
+        """
+        return notifications.receive(self._ctx, gateway_name=gateway, headers=headers, body=body)
 
     # -- billing and events ---------------------------------------------------------------
     def run_due(

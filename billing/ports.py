@@ -2,7 +2,8 @@
 
 Each port is a contract written as docstrings. Implementations: :class:`billing.testing.FakeGateway`
 (in process, scriptable), the gateway adapters in ``adapters/`` (QVO, Openpay, Khipu, Payvalida),
-and :mod:`billing.clock` for clocks.
+and :mod:`billing.clock` for clocks. ``tests/contract`` holds the conformance suite every gateway
+must pass unchanged.
 """
 
 from __future__ import annotations
@@ -10,22 +11,123 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Protocol
 
+from billing.domain.customers import EnrollmentStatus
 from billing.domain.money import Money
-from billing.domain.payments import PaymentResult, RefundStatus
+from billing.domain.payments import ErrorCode, PaymentResult, RefundStatus
 
 __all__ = [
+    "AttachRequest",
+    "Capability",
     "ChargeRequest",
     "Clock",
+    "CustomerRequest",
+    "Enrollment",
+    "EnrollmentRequest",
+    "EnrollmentResult",
+    "EnrollmentStatus",
+    "ErrorCode",
+    "Notification",
+    "NotificationFacts",
     "PaymentGateway",
     "PaymentResult",
     "RefundRequest",
     "RefundResult",
     "RefundStatus",
+    "StoredMethod",
     "SyncRequest",
 ]
+
+
+def _empty() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+class Capability(StrEnum):
+    """What a gateway can do; the engine checks a capability before it uses it."""
+
+    CUSTOMERS = "customers"
+    """The gateway keeps customer records: :meth:`PaymentGateway.register_customer` comes first."""
+    CARD_TOKENS = "card_tokens"
+    """:meth:`PaymentGateway.attach_payment_method` turns a token from the gateway's own card form
+    into a stored card."""
+    CARD_ENROLLMENT = "card_enrollment"
+    """:meth:`PaymentGateway.start_enrollment` sends the customer to the gateway's page to store a
+    card, and :meth:`PaymentGateway.complete_enrollment` collects it afterwards."""
+    STORED_CARD_CHARGES = "stored_card_charges"
+    """A stored payment method is charged without the customer present (renewals)."""
+    REDIRECT_PAYMENTS = "redirect_payments"
+    """A charge may need the customer to follow a link (``requires_action`` with a URL)."""
+    REFUNDS = "refunds"
+    """A succeeded charge can be refunded in full."""
+    PARTIAL_REFUNDS = "partial_refunds"
+    """Part of a succeeded charge can be refunded."""
+    NOTIFICATIONS = "notifications"
+    """:meth:`PaymentGateway.parse_notification` understands the gateway's webhooks."""
+    SIGNED_NOTIFICATIONS = "signed_notifications"
+    """Notifications carry a signature the adapter verifies; without it, the engine re-fetches
+    the resource a notification names before believing it."""
+    IDEMPOTENT_CHARGES = "idempotent_charges"
+    """The gateway itself refuses a second charge with the same reference (Openpay's
+    ``order_id``); without it, the adapter looks a timed-out charge up before any new one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerRequest:
+    """Register an engine customer at the gateway."""
+
+    customer_id: str
+    name: str | None = None
+    email: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachRequest:
+    """Store the payment method a gateway token stands for, on the gateway's customer."""
+
+    customer_id: str
+    customer_reference: str | None
+    """The gateway's id for the customer (``None`` for gateways without customers)."""
+    token: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredMethod:
+    """A payment method the gateway stores: the engine keeps only these references."""
+
+    reference: str
+    """The gateway's id for the stored method (a card id)."""
+    label: str | None = None
+    """Something to show the customer, such as ``VISA ****6623`` (never the full number)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrollmentRequest:
+    """Start storing a card through the gateway's own page."""
+
+    customer_id: str
+    customer_reference: str | None
+    return_url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    """An enrollment under way: send the customer to ``redirect_url``."""
+
+    reference: str
+    redirect_url: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrollmentResult:
+    status: EnrollmentStatus
+    method: StoredMethod | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,11 +139,13 @@ class ChargeRequest:
     amount: Money
     customer_id: str
     payment_method: str
-    """The gateway's token or reference for the payment method; never a card number."""
+    """The gateway's reference for the stored payment method; never a card number."""
     description: str
     at: datetime
     """The engine's instant for this attempt (a test clock's time in simulations)."""
-    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    customer_reference: str | None = None
+    """The gateway's id for the customer, for gateways with customers."""
+    metadata: Mapping[str, str] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,10 +154,12 @@ class SyncRequest:
 
     idempotency_key: str
     reference: str | None
-    """The gateway's id for the charge, if an earlier answer gave one."""
+    """The gateway's id for the charge, if an earlier answer (or a notification) gave one."""
     amount: Money
     customer_id: str
     at: datetime
+    customer_reference: str | None = None
+    payment_method: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +170,7 @@ class RefundRequest:
     reference: str
     amount: Money
     at: datetime
+    customer_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,26 +181,81 @@ class RefundResult:
     message: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notification:
+    """A webhook as the host received it: untrusted until verified."""
+
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationFacts:
+    """What a notification claims, before anyone believes it."""
+
+    event_id: str
+    """The gateway's id for the notification (deduplication key); stable across redeliveries."""
+    kind: str
+    """The gateway's event type, such as ``charge.succeeded``."""
+    charge_reference: str | None = None
+    """The gateway's id of the charge it is about, if any."""
+    idempotency_key: str | None = None
+    """Our reference for that charge, when the gateway echoes it (Openpay's ``order_id``)."""
+    verified: bool = False
+    """True only when the adapter checked a signature; otherwise the engine re-fetches."""
+
+
 class PaymentGateway(Protocol):
     """A payment gateway, in the engine's words.
 
-    Contract for every implementation (the contract suite in ``tests/contract`` checks it):
+    Contract for every implementation (the conformance suite in ``tests/contract`` checks it):
 
-    * A decline is a result (:attr:`PaymentStatus.FAILED <billing.domain.payments.PaymentStatus>`
-      with a soft or hard :class:`~billing.domain.payments.DeclineKind`), never an exception.
-    * ``charge`` is idempotent on ``idempotency_key``: sending the same key again must not charge
-      again; it returns what became of the first charge. The engine never reuses a key with a
-      different amount or customer; an implementation may refuse that as a programming error.
-    * When the outcome cannot be known (a timeout after the request left, a dropped connection),
-      ``charge`` returns ``UNKNOWN``. The engine treats an exception raised by ``charge`` the same
-      way: it never charges again blindly, it asks :meth:`sync`.
-    * ``sync`` answers ``None`` only when the gateway never received a charge with that key, which
-      makes it safe for the engine to send the charge again with the same key.
+    * ``capabilities`` says truly what the gateway can do; the operations of a capability it does
+      not declare raise :class:`~billing.domain.errors.GatewayError` with code
+      ``invalid_request`` and are never called by the engine.
+    * A decline is a result (``FAILED`` with a soft or hard
+      :class:`~billing.domain.payments.DeclineKind` and a normalised
+      :class:`~billing.domain.payments.ErrorCode`), never an exception. Bad credentials are never a
+      decline: ``charge`` answers ``UNKNOWN`` with ``authentication_error``, other operations raise
+      :class:`~billing.domain.errors.GatewayAuthenticationFailed`.
+    * ``charge`` never charges twice for one ``idempotency_key``: sending it again returns what
+      became of the first charge (the engine never reuses a key with another amount or customer).
+    * When the outcome cannot be known (a timeout after the request left, a dropped connection,
+      a 5xx), ``charge`` returns ``UNKNOWN``. It retries by itself only when the request surely
+      never left (connection refused). The engine treats an exception from ``charge`` as
+      ``UNKNOWN`` too: it never charges again blindly, it asks :meth:`sync`.
+    * ``sync`` answers ``None`` only when the gateway has no charge for that key, which makes it
+      safe for the engine to send the charge again with the same key.
+    * Nothing secret (credentials, card numbers, CVVs) appears in logs, reprs or exceptions.
     """
 
     @property
     def name(self) -> str:
         """The gateway's name as payment methods refer to it (``"fake"``, ``"qvo"``...)."""
+        ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this gateway can do."""
+        ...
+
+    def register_customer(self, request: CustomerRequest) -> str:
+        """Create the customer at the gateway and return the gateway's id for it
+        (:attr:`Capability.CUSTOMERS`)."""
+        ...
+
+    def attach_payment_method(self, request: AttachRequest) -> StoredMethod:
+        """Store the card a gateway token stands for (:attr:`Capability.CARD_TOKENS`)."""
+        ...
+
+    def start_enrollment(self, request: EnrollmentRequest) -> Enrollment:
+        """Begin storing a card through the gateway's page (:attr:`Capability.CARD_ENROLLMENT`)."""
+        ...
+
+    def complete_enrollment(
+        self, customer_reference: str | None, reference: str
+    ) -> EnrollmentResult:
+        """What became of an enrollment (:attr:`Capability.CARD_ENROLLMENT`)."""
         ...
 
     def charge(self, request: ChargeRequest) -> PaymentResult:
@@ -105,7 +267,17 @@ class PaymentGateway(Protocol):
         ...
 
     def refund(self, request: RefundRequest) -> RefundResult:
-        """Refund part or all of a settled charge, once per key."""
+        """Refund part or all of a settled charge, once per key (:attr:`Capability.REFUNDS`)."""
+        ...
+
+    def parse_notification(self, notification: Notification) -> NotificationFacts:
+        """Read a webhook (:attr:`Capability.NOTIFICATIONS`); raises
+        :class:`~billing.domain.errors.GatewayError` (``invalid_request``) for one that is not
+        this gateway's."""
+        ...
+
+    def close(self) -> None:
+        """Release the gateway's connections (an engine that owns the gateway calls it)."""
         ...
 
 

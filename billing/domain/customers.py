@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -86,3 +87,31 @@ class PaymentMethod:
         if self.label is not None:
             _checks.text("label", self.label, max_length=_checks.NAME_LENGTH)
         object.__setattr__(self, "created_at", _checks.aware("created_at", self.created_at))
+
+
+class EnrollmentStatus(StrEnum):
+    """Where storing a card through a gateway's own page stands."""
+
+    PENDING = "pending"
+    """The customer has not finished on the gateway's page yet."""
+    SUCCEEDED = "succeeded"
+    """The card is stored and became the customer's default payment method."""
+    FAILED = "failed"
+    """The customer or the bank refused; nothing is stored."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardEnrollment:
+    """A card being stored through a gateway's page (QVO's card inscription): send the customer
+    to ``redirect_url``, then complete it when they come back (or the gateway notifies)."""
+
+    gateway: str
+    reference: str
+    """The gateway's id for the enrollment."""
+    customer_id: str
+    status: EnrollmentStatus
+    redirect_url: str
+    created_at: datetime
+    completed_at: datetime | None = None
+    payment_method_id: str | None = None
+    """The payment method it stored, once it succeeded."""

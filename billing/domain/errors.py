@@ -20,7 +20,9 @@ input also derive from the built-in exception a Python programmer would expect (
     ├── AlreadyExists                         an id or code that is taken
     ├── IdempotencyConflict                   a reused idempotency key with different arguments
     ├── ConcurrentUpdate                      someone else changed the record first; retry
-    └── SchemaNotReady                        the database is missing tables or migrations
+    ├── SchemaNotReady                        the database is missing tables or migrations
+    └── GatewayError                          a gateway refused or failed an operation
+        └── GatewayAuthenticationFailed       the gateway refused our credentials
 
 A gateway decline is not an error: it is a payment result (see :mod:`billing.domain.payments`).
 """
@@ -176,3 +178,30 @@ class SchemaNotReady(BillingError):
             f"the database {database} {state}, the engine needs revision {expected}: "
             f"run `billing migrate --database-url {database}`"
         )
+
+
+class GatewayError(BillingError):
+    """A gateway refused or failed an operation other than a charge (a charge's failure is a
+    result, not an error). ``code`` is the normalised error, ``raw_code`` the gateway's own."""
+
+    def __init__(
+        self,
+        gateway: str,
+        code: str,
+        message: str,
+        *,
+        raw_code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.gateway = gateway
+        self.code = code
+        self.raw_code = raw_code
+        self.retryable = retryable
+        super().__init__(f"{gateway}: {code}: {message}")
+
+
+class GatewayAuthenticationFailed(GatewayError):
+    """The gateway refused our credentials: a configuration problem, never a decline."""
+
+    def __init__(self, gateway: str, message: str, *, raw_code: str | None = None) -> None:
+        super().__init__(gateway, "authentication_error", message, raw_code=raw_code)

@@ -87,6 +87,69 @@ class Refund:
     code: str | None = None
 
 
+class ErrorCode(StrEnum):
+    """What went wrong with a payment, normalised across gateways (each adapter maps its codes).
+
+    :data:`DECLINE_OF` gives the decline kind of the codes that are declines.
+    """
+
+    CARD_DECLINED = "card_declined"
+    """The issuer declined without saying why; retrying later may work."""
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    """Not enough funds or credit now; retrying later may work."""
+    EXPIRED_CARD = "expired_card"
+    """The card has expired: a new one is needed."""
+    INVALID_CARD_DATA = "invalid_card_data"
+    """A wrong number, CVV or date: a new payment method is needed."""
+    LOST_OR_STOLEN = "lost_or_stolen"
+    """Reported lost or stolen: never charge it again."""
+    FRAUD_SUSPECTED = "fraud_suspected"
+    """Refused as fraud: never charge it again."""
+    CARD_RESTRICTED = "card_restricted"
+    """The bank restricted or asked to retain the card, or needs the customer to call it."""
+    PAYMENT_METHOD_UNSUPPORTED = "payment_method_unsupported"
+    """The method cannot be charged this way (not for online use, not this gateway...)."""
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    """The customer must authenticate (3-D Secure) or act before it can be paid."""
+    PAYER_ABANDONED = "payer_abandoned"
+    """A payment by link was not completed in time."""
+    NO_PAYMENT_METHOD = "no_payment_method"
+    """The customer has no payment method to charge."""
+    DUPLICATE_REQUEST = "duplicate_request"
+    """The gateway already has an operation with this reference: look it up."""
+    INVALID_REQUEST = "invalid_request"
+    """The gateway refused the request itself (a bug or a misconfiguration here)."""
+    NOT_FOUND = "not_found"
+    """The gateway does not know the resource."""
+    AUTHENTICATION_ERROR = "authentication_error"
+    """The gateway refused our credentials: a configuration problem, never a decline."""
+    RATE_LIMITED = "rate_limited"
+    """Too many requests: try again later."""
+    GATEWAY_UNAVAILABLE = "gateway_unavailable"
+    """The gateway failed or is down; the operation may or may not have happened."""
+    GATEWAY_TIMEOUT = "gateway_timeout"
+    """No answer in time; the outcome is unknown until looked up."""
+    PROCESSING_ERROR = "processing_error"
+    """Another processing failure the gateway reported."""
+
+
+DECLINE_OF: dict[ErrorCode, DeclineKind] = {
+    ErrorCode.CARD_DECLINED: DeclineKind.SOFT,
+    ErrorCode.INSUFFICIENT_FUNDS: DeclineKind.SOFT,
+    ErrorCode.PROCESSING_ERROR: DeclineKind.SOFT,
+    ErrorCode.NO_PAYMENT_METHOD: DeclineKind.SOFT,
+    ErrorCode.PAYER_ABANDONED: DeclineKind.SOFT,
+    ErrorCode.AUTHENTICATION_REQUIRED: DeclineKind.SOFT,
+    ErrorCode.EXPIRED_CARD: DeclineKind.HARD,
+    ErrorCode.INVALID_CARD_DATA: DeclineKind.HARD,
+    ErrorCode.LOST_OR_STOLEN: DeclineKind.HARD,
+    ErrorCode.FRAUD_SUSPECTED: DeclineKind.HARD,
+    ErrorCode.CARD_RESTRICTED: DeclineKind.HARD,
+    ErrorCode.PAYMENT_METHOD_UNSUPPORTED: DeclineKind.HARD,
+}
+"""The decline kind of each error that is a decline of the payment method (the rest are not)."""
+
+
 _SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED})
 
 
@@ -101,6 +164,10 @@ class PaymentResult:
     message: str | None = None
     reference: str | None = None
     """The gateway's id for the charge, used to reconcile and refund."""
+    error: ErrorCode | None = None
+    """The normalised reason of a failure (or of an unknown outcome)."""
+    action_url: str | None = None
+    """Where the customer must go when the status is ``requires_action``."""
 
     def __post_init__(self) -> None:
         if self.status is PaymentStatus.CREATED:
@@ -114,9 +181,37 @@ class PaymentResult:
 
     @classmethod
     def failed(
-        cls, decline: DeclineKind, code: str | None = None, message: str | None = None
+        cls,
+        decline: DeclineKind,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        error: ErrorCode | None = None,
+        reference: str | None = None,
     ) -> PaymentResult:
-        return cls(status=PaymentStatus.FAILED, decline=decline, code=code, message=message)
+        return cls(
+            status=PaymentStatus.FAILED,
+            decline=decline,
+            code=code,
+            message=message,
+            error=error,
+            reference=reference,
+        )
+
+    @classmethod
+    def declined(
+        cls,
+        error: ErrorCode,
+        *,
+        code: str | None = None,
+        message: str | None = None,
+        reference: str | None = None,
+    ) -> PaymentResult:
+        """A failure whose decline kind follows from its normalised error (:data:`DECLINE_OF`)."""
+        decline = DECLINE_OF.get(error)
+        if decline is None:
+            raise InvalidArgument("error", "must be a decline of the payment method", error)
+        return cls.failed(decline, code, message, error=error, reference=reference)
 
 
 def idempotency_key(invoice_id: str, attempt: int) -> str:
@@ -145,6 +240,8 @@ class PaymentAttempt:
     customer_id: str | None = None
     gateway: str | None = None
     """The gateway it went through; ``None`` when there was no payment method to charge."""
+    error: ErrorCode | None = None
+    action_url: str | None = None
 
     def __post_init__(self) -> None:
         _checks.text("id", self.id)
@@ -174,6 +271,8 @@ class PaymentAttempt:
             code=result.code,
             message=result.message,
             reference=result.reference or self.reference,
+            error=result.error,
+            action_url=result.action_url,
             updated_at=at,
         )
         event: PaymentEvent

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from billing.domain.customers import PaymentMethod
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate
 from billing.domain.events import CreditGranted, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
@@ -157,16 +158,7 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
     if method is None or gateway is None:
         code = "no_payment_method" if method is None else "gateway_not_configured"
         return record(ctx, tx, row, PaymentResult.failed(DeclineKind.SOFT, code=code), at)
-    request = ChargeRequest(
-        idempotency_key=row.idempotency_key,
-        amount=invoice.total,
-        customer_id=invoice.customer_id,
-        payment_method=method.token,
-        description=f"Invoice {invoice.number}",
-        at=at,
-        metadata={"invoice": invoice.number or invoice.id, "attempt": str(number)},
-    )
-    return [PendingCharge(row.id, method.gateway, request)]
+    return [PendingCharge(row.id, method.gateway, _charge_request(tx, row, invoice, method, at))]
 
 
 def record(
@@ -250,13 +242,16 @@ def _save_answer(
     return follow
 
 
-def _charge_request(tx: Tx, row: PaymentRow, at: datetime) -> ChargeRequest:
-    invoice = tx.invoice(row.invoice_id)
+def _charge_request(
+    tx: Tx, row: PaymentRow, invoice: Invoice, method: PaymentMethod | None, at: datetime
+) -> ChargeRequest:
+    assert row.gateway is not None
     return ChargeRequest(
         idempotency_key=row.idempotency_key,
         amount=mapping.payment(row).amount,
         customer_id=row.customer_id,
-        payment_method=_token(tx, row),
+        customer_reference=tx.gateway_customer(row.customer_id, row.gateway),
+        payment_method="" if method is None else method.token,
         description=f"Invoice {invoice.number}",
         at=at,
         metadata={"invoice": invoice.number or invoice.id, "attempt": str(row.number)},
@@ -294,19 +289,8 @@ def reconcile(
             log.warning("reconcile.no_gateway payment=%s gateway=%s", payment_id, row.gateway)
             tx.save_payment(row, mapping.payment(row), next_check(ctx, row.created_at, at))
             return
-        request = _charge_request(tx, row, at)
-        sync = SyncRequest(
-            idempotency_key=row.idempotency_key,
-            reference=row.reference,
-            amount=request.amount,
-            customer_id=row.customer_id,
-            at=at,
-        )
-    try:
-        result = gateway.sync(sync)
-    except Exception as exc:
-        log.warning("gateway.sync_raised payment=%s error=%s", payment_id, type(exc).__name__)
-        result = PaymentResult(status=PaymentStatus.UNKNOWN)
+        request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
+    result = _sync(gateway, request, row.reference)
     if result is None:
         if deadline is not None and ctx.clock.now() >= deadline:
             return
@@ -316,11 +300,49 @@ def reconcile(
     send(ctx, _save_answer(ctx, payment_id, result, at), at, deadline=deadline)
 
 
-def _token(tx: Tx, row: PaymentRow) -> str:
+def _sync(
+    gateway: PaymentGateway, request: ChargeRequest, reference: str | None
+) -> PaymentResult | None:
+    """Ask what became of a charge; a gateway that raises leaves the outcome unknown."""
+    try:
+        return gateway.sync(
+            SyncRequest(
+                idempotency_key=request.idempotency_key,
+                reference=reference,
+                amount=request.amount,
+                customer_id=request.customer_id,
+                customer_reference=request.customer_reference,
+                payment_method=request.payment_method or None,
+                at=request.at,
+            )
+        )
+    except Exception as exc:
+        log.warning(
+            "gateway.sync_raised gateway=%s key=%s error=%s",
+            gateway.name,
+            request.idempotency_key,
+            type(exc).__name__,
+        )
+        return PaymentResult(status=PaymentStatus.UNKNOWN)
+
+
+def verify(ctx: Context, payment_id: str, at: datetime) -> PaymentResult | None:
+    """What the gateway says about an unsettled attempt, without ever sending it (a
+    notification's claim is checked this way); ``None`` if settled or unknown to the gateway."""
+    with ctx.store.transaction() as tx:
+        row = tx.payment_row(payment_id)
+        gateway = ctx.gateways.get(row.gateway or "")
+        if row.status not in UNSETTLED or gateway is None:
+            return None
+        request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
+    return _sync(gateway, request, row.reference)
+
+
+def _method(tx: Tx, row: PaymentRow) -> PaymentMethod | None:
     for method in tx.payment_methods(row.customer_id):
         if method.id == row.payment_method_id:
-            return method.token
-    return ""
+            return method
+    return None
 
 
 # -- billing runs ---------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from billing.domain.errors import IllegalTransition, InvalidArgument
 from billing.domain.events import Event, PaymentRefunded, RefundFailed
 from billing.domain.money import Money
 from billing.domain.payments import PaymentStatus, Refund, RefundStatus, refund_amount
-from billing.ports import RefundRequest, RefundResult
+from billing.ports import Capability, RefundRequest, RefundResult
 from billing.services.context import Claim, Context, log, new_id
+from billing.services.gateways import gateway, require
 from billing.store import mapping
 from billing.store.tables import RefundRow
 
@@ -24,13 +25,14 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
         row = tx.payment_row(payment_id)
         if row.status != PaymentStatus.SUCCEEDED.value or row.reference is None:
             raise IllegalTransition("payment", payment_id, row.status, "be refunded")
-        gateway = ctx.gateways.get(row.gateway or "")
-        if gateway is None:
-            raise InvalidArgument("gateway", "must be configured to refund through it", row.gateway)
+        port = gateway(ctx, row.gateway or "")
+        require(port, Capability.REFUNDS, "refund")
         paid = mapping.payment(row).amount
-        given = refund_amount(
-            paid=paid, refunded=Money(tx.refunded(payment_id), paid.currency), wanted=amount
-        )
+        refunded = Money(tx.refunded(payment_id), paid.currency)
+        given = refund_amount(paid=paid, refunded=refunded, wanted=amount)
+        if given != paid - refunded and Capability.PARTIAL_REFUNDS not in port.capabilities:
+            rule = f"must be all that is left ({paid - refunded}): {port.name} refunds only whole"
+            raise InvalidArgument("amount", f"{rule} payments", amount)
         number = len(tx.refund_rows(payment_id)) + 1
         refund_row = RefundRow(
             id=new_id("re"),
@@ -47,6 +49,7 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
             reference=row.reference,
             amount=given,
             at=now,
+            customer_reference=tx.gateway_customer(row.customer_id, port.name),
         )
         invoice_id, subscription_id, customer_id = (
             row.invoice_id,
@@ -56,7 +59,7 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
         if claim is not None:
             claim.remember(tx, _refund(refund_row, invoice_id))
     try:
-        result = gateway.refund(request)
+        result = port.refund(request)
     except Exception as exc:
         log.warning("gateway.refund_raised payment=%s error=%s", payment_id, type(exc).__name__)
         result = RefundResult(status=RefundStatus.UNKNOWN, message=type(exc).__name__)

@@ -14,7 +14,7 @@ from billing.domain.dunning import AfterRetries, RetryPolicy
 from billing.domain.invoices import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, LineKind
 from billing.domain.ledger import DebtItem, DebtKind
 from billing.domain.money import Currency, Money
-from billing.domain.payments import DeclineKind, PaymentAttempt, PaymentStatus
+from billing.domain.payments import DeclineKind, ErrorCode, PaymentAttempt, PaymentStatus
 from billing.domain.periods import Interval, IntervalUnit, Period
 from billing.domain.subscriptions import Dunning, Subscription, SubscriptionStatus
 from billing.domain.taxes import TaxRate, TaxRounding
@@ -272,6 +272,8 @@ def payment(row: PaymentRow) -> PaymentAttempt:
         subscription_id=row.subscription_id,
         customer_id=row.customer_id,
         gateway=row.gateway,
+        error=None if row.error is None else ErrorCode(row.error),
+        action_url=row.action_url,
     )
 
 
@@ -282,4 +284,6 @@ def apply_payment(row: PaymentRow, attempt: PaymentAttempt) -> None:
     row.code = attempt.code
     row.message = None if attempt.message is None else attempt.message[:255]
     row.reference = attempt.reference
+    row.error = None if attempt.error is None else attempt.error.value
+    row.action_url = attempt.action_url
     row.updated_at = attempt.updated_at

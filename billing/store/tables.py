@@ -55,6 +55,48 @@ class PaymentMethodRow(SQLModel, table=True):
     detached_at: datetime | None = None
 
 
+class GatewayCustomerRow(SQLModel, table=True):
+    """A customer's id at a gateway that keeps customers."""
+
+    __tablename__ = "gateway_customers"
+
+    customer_id: str = Field(primary_key=True, foreign_key="customers.id", max_length=64)
+    gateway: str = Field(primary_key=True, max_length=32)
+    reference: str = Field(max_length=128)
+    created_at: datetime
+
+
+class EnrollmentRow(SQLModel, table=True):
+    """A card being stored through a gateway's own page."""
+
+    __tablename__ = "enrollments"
+
+    gateway: str = Field(primary_key=True, max_length=32)
+    reference: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=64)
+    status: str = Field(max_length=16)
+    redirect_url: str = Field(sa_type=Text)
+    created_at: datetime
+    completed_at: datetime | None = None
+    payment_method_id: str | None = Field(default=None, max_length=64)
+
+
+class NotificationRow(SQLModel, table=True):
+    """A gateway notification as received: the key makes each one processed once."""
+
+    __tablename__ = "gateway_notifications"
+
+    gateway: str = Field(primary_key=True, max_length=32)
+    event_id: str = Field(primary_key=True, max_length=255)
+    kind: str = Field(max_length=64)
+    charge_reference: str | None = Field(default=None, max_length=128)
+    idempotency_key: str | None = Field(default=None, max_length=128)
+    payment_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    body: str = Field(sa_type=Text)
+    received_at: datetime
+
+
 class PlanRow(SQLModel, table=True):
     __tablename__ = "plans"
 
@@ -190,7 +232,10 @@ class PaymentRow(SQLModel, table=True):
     decline: str | None = Field(default=None, max_length=8)
     code: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=255)
-    reference: str | None = Field(default=None, max_length=128)
+    reference: str | None = Field(default=None, max_length=128, index=True)
+    error: str | None = Field(default=None, max_length=32)
+    """The normalised error of a failure (``billing.domain.payments.ErrorCode``)."""
+    action_url: str | None = Field(default=None, sa_type=Text)
     created_at: datetime
     updated_at: datetime | None = None
     check_at: datetime | None = Field(default=None, index=True)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from billing.domain.catalog import Plan
-from billing.domain.customers import Customer, PaymentMethod
+from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound
 from billing.domain.events import Event
 from billing.domain.invoices import Invoice, invoice_number
@@ -33,10 +33,13 @@ from billing.store.tables import (
     CreditBalanceRow,
     CustomerRow,
     DebtRow,
+    EnrollmentRow,
     EventRow,
+    GatewayCustomerRow,
     IdempotencyRow,
     InvoiceLineRow,
     InvoiceRow,
+    NotificationRow,
     PaymentMethodRow,
     PaymentRow,
     PlanRow,
@@ -184,6 +187,95 @@ class Tx:
             row.updated_at = at
         return balance
 
+    def gateway_customer(self, customer_id: str, gateway: str) -> str | None:
+        """The customer's id at a gateway, if it was registered there."""
+        row = self.session.get(GatewayCustomerRow, (customer_id, gateway))
+        return None if row is None else row.reference
+
+    def add_gateway_customer(
+        self, customer_id: str, gateway: str, reference: str, at: datetime
+    ) -> None:
+        self.session.add(
+            GatewayCustomerRow(
+                customer_id=customer_id, gateway=gateway, reference=reference, created_at=at
+            )
+        )
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise ConcurrentUpdate("gateway customer", customer_id) from exc
+
+    def add_enrollment(self, enrollment: CardEnrollment) -> None:
+        self.session.add(
+            EnrollmentRow(
+                gateway=enrollment.gateway,
+                reference=enrollment.reference,
+                customer_id=enrollment.customer_id,
+                status=enrollment.status.value,
+                redirect_url=enrollment.redirect_url,
+                created_at=enrollment.created_at,
+            )
+        )
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise AlreadyExists("enrollment", enrollment.reference) from exc
+
+    def enrollment(self, gateway: str, reference: str) -> CardEnrollment:
+        row = self.session.get(EnrollmentRow, (gateway, reference))
+        if row is None:
+            raise NotFound("enrollment", reference)
+        return _enrollment(row)
+
+    def finish_enrollment(
+        self,
+        gateway: str,
+        reference: str,
+        status: EnrollmentStatus,
+        at: datetime,
+        payment_method_id: str | None = None,
+    ) -> bool:
+        """Settle a pending enrollment; ``False`` when it was settled already (a concurrent
+        completion won), and then nothing changes."""
+        result = self.session.execute(
+            update(EnrollmentRow)
+            .where(col(EnrollmentRow.gateway) == gateway)
+            .where(col(EnrollmentRow.reference) == reference)
+            .where(col(EnrollmentRow.status) == EnrollmentStatus.PENDING.value)
+            .values(status=status.value, completed_at=at, payment_method_id=payment_method_id)
+            .execution_options(synchronize_session="evaluate")
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    def notification_seen(self, gateway: str, event_id: str) -> bool:
+        return self.session.get(NotificationRow, (gateway, event_id)) is not None
+
+    def add_notification(self, row: NotificationRow) -> None:
+        """Record a notification; :class:`AlreadyExists` when it was recorded before (the
+        transaction is then spoilt: roll it back)."""
+        if self.notification_seen(row.gateway, row.event_id):
+            raise AlreadyExists("notification", row.event_id)
+        self.session.add(row)
+        try:
+            self.session.flush()
+        except IntegrityError as exc:  # the same notification, recorded concurrently
+            raise AlreadyExists("notification", row.event_id) from exc
+
+    def payment_for(
+        self, gateway: str, *, idempotency_key: str | None, reference: str | None
+    ) -> PaymentRow | None:
+        """The attempt a gateway's notification is about, found by our key or its reference."""
+        query = select(PaymentRow).where(col(PaymentRow.gateway) == gateway)
+        if idempotency_key is not None:
+            found = self.session.exec(
+                query.where(col(PaymentRow.idempotency_key) == idempotency_key)
+            ).first()
+            if found is not None:
+                return found
+        if reference is not None:
+            return self.session.exec(query.where(col(PaymentRow.reference) == reference)).first()
+        return None
+
     # -- plans ----------------------------------------------------------------------------
     def add_plan(self, plan: Plan, at: datetime) -> None:
         if self.session.get(PlanRow, plan.code) is not None:
@@ -223,7 +315,9 @@ class Tx:
         return Loaded(self._subscription(row), row.version, row.next_run_at)
 
     def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
-        query = select(SubscriptionRow).order_by(col(SubscriptionRow.created_at))
+        query = select(SubscriptionRow).order_by(
+            col(SubscriptionRow.created_at), col(SubscriptionRow.id)
+        )
         if customer_id is not None:
             query = query.where(col(SubscriptionRow.customer_id) == customer_id)
         return [self._subscription(row) for row in self.session.exec(query).all()]
@@ -306,7 +400,8 @@ class Tx:
         pass over each other's rows instead of waiting; SQLite (which ignores that clause, and
         has one writer at a time) relies on the compare-and-set in the UPDATE's own WHERE: a row
         someone claimed meanwhile no longer matches. ``checks_only`` claims only subscriptions
-        with an unsettled payment to ask the gateway about.
+        with an unsettled payment to ask the gateway about. The claimed ids come in due order,
+        ties broken by id.
         """
         free = or_(
             col(SubscriptionRow.claimed_until).is_(None),
@@ -322,7 +417,7 @@ class Tx:
             candidates = candidates.where(col(SubscriptionRow.id).in_(due_checks))
         else:
             candidates = candidates.where(col(SubscriptionRow.next_run_at) <= now).order_by(
-                col(SubscriptionRow.next_run_at)
+                col(SubscriptionRow.next_run_at), col(SubscriptionRow.id)
             )
         if skip:
             candidates = candidates.where(col(SubscriptionRow.id).not_in(list(skip)))
@@ -331,10 +426,13 @@ class Tx:
             .where(col(SubscriptionRow.id).in_(candidates.with_for_update(skip_locked=True)))
             .where(free)
             .values(claimed_by=worker, claimed_until=lease_until)
-            .returning(col(SubscriptionRow.id))
+            .returning(col(SubscriptionRow.id), col(SubscriptionRow.next_run_at))
             .execution_options(synchronize_session=False)
         )
-        return [row[0] for row in claimed]
+        # RETURNING comes in no particular order: work on them by due instant, then by id, so a
+        # run (and a simulation) numbers the invoices of one instant the same way every time.
+        due = sorted(claimed, key=lambda row: (row[1] is None, row[1] or now, row[0]))
+        return [row[0] for row in due]
 
     def holds_claim(self, subscription_id: str, worker: str, wall_now: datetime) -> bool:
         row = self.session.get(SubscriptionRow, subscription_id)
@@ -665,6 +763,19 @@ def _stored(row: EventRow) -> StoredEvent:
         invoice_id=row.invoice_id,
         acknowledged_at=row.acknowledged_at,
         deliveries=row.deliveries,
+    )
+
+
+def _enrollment(row: EnrollmentRow) -> CardEnrollment:
+    return CardEnrollment(
+        gateway=row.gateway,
+        reference=row.reference,
+        customer_id=row.customer_id,
+        status=EnrollmentStatus(row.status),
+        redirect_url=row.redirect_url,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        payment_method_id=row.payment_method_id,
     )
 
 

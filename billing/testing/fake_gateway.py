@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,31 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from billing.domain import _checks
-from billing.domain.errors import InvalidArgument
+from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.money import Money
-from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus, RefundStatus
-from billing.ports import ChargeRequest, RefundRequest, RefundResult, SyncRequest
+from billing.domain.payments import (
+    DECLINE_OF,
+    DeclineKind,
+    ErrorCode,
+    PaymentResult,
+    PaymentStatus,
+    RefundStatus,
+)
+from billing.ports import (
+    AttachRequest,
+    Capability,
+    ChargeRequest,
+    CustomerRequest,
+    Enrollment,
+    EnrollmentRequest,
+    EnrollmentResult,
+    Notification,
+    NotificationFacts,
+    RefundRequest,
+    RefundResult,
+    StoredMethod,
+    SyncRequest,
+)
 
 
 class Behavior(StrEnum):
@@ -84,6 +106,7 @@ class _Charge:
     due: datetime
     status: PaymentStatus
     decline: DeclineKind | None = None
+    error: ErrorCode | None = None
     code: str | None = None
     message: str | None = None
     refunded: Money = field(init=False)
@@ -99,6 +122,7 @@ class _Charge:
             else:
                 self.status = PaymentStatus.FAILED
                 self.decline = DeclineKind.SOFT
+                self.error = ErrorCode.PAYER_ABANDONED
                 self.code = "expired"
                 self.message = "the payment was never completed (fake never_pay)"
         return PaymentResult(
@@ -107,6 +131,7 @@ class _Charge:
             code=self.code,
             message=self.message,
             reference=self.reference,
+            error=self.error,
         )
 
     def taken(self) -> TakenCharge:
@@ -130,14 +155,14 @@ class _Refund:
     result: RefundResult
 
 
-_DECLINES: dict[Behavior, tuple[DeclineKind, str, str]] = {
+_DECLINES: dict[Behavior, tuple[ErrorCode, str, str]] = {
     Behavior.DECLINE_SOFT: (
-        DeclineKind.SOFT,
+        ErrorCode.INSUFFICIENT_FUNDS,
         "insufficient_funds",
         "the card has insufficient funds (fake decline_soft)",
     ),
     Behavior.DECLINE_HARD: (
-        DeclineKind.HARD,
+        ErrorCode.LOST_OR_STOLEN,
         "stolen_card",
         "the card was reported stolen (fake decline_hard)",
     ),
@@ -148,7 +173,49 @@ def _behavior(value: object) -> Behavior:
     return _checks.member(Behavior, value, "payment")
 
 
-class FakeGateway:
+class CardOnFile(ABC):
+    """The gateway operations around charges, as the fakes do them: customers are the engine's,
+    and a token is the stored card itself. No enrollment pages and no notifications."""
+
+    capabilities: frozenset[Capability] = frozenset(
+        {
+            Capability.CARD_TOKENS,
+            Capability.STORED_CARD_CHARGES,
+            Capability.REFUNDS,
+            Capability.PARTIAL_REFUNDS,
+            Capability.IDEMPOTENT_CHARGES,
+        }
+    )
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The gateway's name."""
+
+    def register_customer(self, request: CustomerRequest) -> str:
+        """The fake keeps no customers: the gateway's id is the engine's."""
+        return request.customer_id
+
+    def attach_payment_method(self, request: AttachRequest) -> StoredMethod:
+        """The token is the stored card."""
+        return StoredMethod(reference=request.token, label=f"{self.name} card")
+
+    def start_enrollment(self, request: EnrollmentRequest) -> Enrollment:
+        raise GatewayError(self.name, "invalid_request", "this fake has no enrollment pages")
+
+    def complete_enrollment(
+        self, customer_reference: str | None, reference: str
+    ) -> EnrollmentResult:
+        raise GatewayError(self.name, "invalid_request", "this fake has no enrollment pages")
+
+    def parse_notification(self, notification: Notification) -> NotificationFacts:
+        raise GatewayError(self.name, "invalid_request", "this fake sends no notifications")
+
+    def close(self) -> None:  # noqa: B027 - the in-memory fakes have nothing to release
+        """Nothing to release."""
+
+
+class FakeGateway(CardOnFile):
     """A scriptable, thread-safe, in-memory :class:`~billing.ports.PaymentGateway`.
 
     ``default`` is what customers never scripted get; ``pending_for`` is how long ``pay_late``
@@ -245,7 +312,8 @@ class FakeGateway:
             )
             if behavior in _DECLINES:
                 charge.status = PaymentStatus.FAILED
-                charge.decline, charge.code, charge.message = _DECLINES[behavior]
+                charge.error, charge.code, charge.message = _DECLINES[behavior]
+                charge.decline = DECLINE_OF[charge.error]
             elif behavior in (Behavior.PAY_LATE, Behavior.NEVER_PAY):
                 charge.status = PaymentStatus.PENDING
             self._charges[charge.key] = charge
@@ -253,6 +321,7 @@ class FakeGateway:
             if behavior is Behavior.TIMEOUT:
                 return PaymentResult(
                     status=PaymentStatus.UNKNOWN,
+                    error=ErrorCode.GATEWAY_TIMEOUT,
                     code="timeout",
                     message="the gateway did not answer in time (fake timeout)",
                 )

@@ -19,9 +19,15 @@ from typing import Any
 import httpx
 
 from billing.domain.money import Money
-from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus, RefundStatus
+from billing.domain.payments import (
+    DeclineKind,
+    ErrorCode,
+    PaymentResult,
+    PaymentStatus,
+    RefundStatus,
+)
 from billing.ports import ChargeRequest, RefundRequest, RefundResult, SyncRequest
-from billing.testing.fake_gateway import FakeGateway
+from billing.testing.fake_gateway import CardOnFile, FakeGateway
 
 
 def _money(data: Mapping[str, Any]) -> Money:
@@ -41,6 +47,7 @@ def _result_json(result: PaymentResult | None) -> dict[str, Any] | None:
         "code": result.code,
         "message": result.message,
         "reference": result.reference,
+        "error": None if result.error is None else result.error.value,
     }
 
 
@@ -53,6 +60,7 @@ def _result(data: Mapping[str, Any] | None) -> PaymentResult | None:
         code=data["code"],
         message=data["message"],
         reference=data["reference"],
+        error=None if data["error"] is None else ErrorCode(data["error"]),
     )
 
 
@@ -139,16 +147,22 @@ def serve(fake: FakeGateway, host: str = "127.0.0.1", port: int = 0) -> Iterator
         thread.join()
 
 
-class RemoteFakeGateway:
+class RemoteFakeGateway(CardOnFile):
     """A :class:`~billing.ports.PaymentGateway` that forwards to a fake served by :func:`serve`."""
 
     def __init__(self, url: str, *, name: str = "fake", client: httpx.Client | None = None) -> None:
         self._name = name
+        self._owns_client = client is None
         self._client = client or httpx.Client(base_url=url, timeout=60.0)
 
     @property
     def name(self) -> str:
         return self._name
+
+    def close(self) -> None:
+        """Close the HTTP client this gateway made (a client passed in stays the caller's)."""
+        if self._owns_client:
+            self._client.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         response = self._client.post(path, json=body)

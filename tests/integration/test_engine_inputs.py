@@ -475,7 +475,7 @@ def test_refund_refuses_a_payment_whose_gateway_is_no_longer_configured(world: W
         without_gateways.close()
     assert (error.field, error.rule, error.value) == (
         "gateway",
-        "must be configured to refund through it",
+        "must be a configured gateway (none)",
         "fake",
     )
 
