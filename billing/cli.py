@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -199,6 +200,7 @@ def scenario_run(
     the file's `expect` section.
     """
     logging.getLogger("billing").setLevel(logging.WARNING)
+    logging.getLogger("adapters").setLevel(logging.ERROR)  # lost answers are the scenario's
     err = Console(stderr=True)
     try:
         scenario = read_scenario(file)
@@ -220,6 +222,47 @@ def scenario_run(
         raise typer.Exit(code=1)
     if scenario.expect and not as_json:
         Console().print("[green]all expectations met[/green]")
+
+
+FAKE_GATEWAYS = "billing.fake_gateways"
+"""The entry-point group of the gateways' fake servers: ``name = "module:factory"``, where
+``factory()`` returns the fake's ASGI app."""
+
+fakes_app = typer.Typer(
+    help="The gateways' fake servers: tests, demos and benchmarks without the internet.",
+    no_args_is_help=True,
+)
+app.add_typer(fakes_app, name="fake-gateways")
+
+
+@fakes_app.command("serve")
+def fake_gateways_serve(
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8765,
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option("--gateway", help="Serve only this gateway's fake (repeatable)."),
+    ] = None,
+) -> None:
+    """Serve every installed gateway's fake server on one port, each under /<name>.
+
+    Point an adapter at it with its base URL setting, such as
+    BILLING_QVO_BASE_URL=http://127.0.0.1:8765/qvo. Stop with Ctrl-C.
+    """
+    from billing.testing.asgi import mounted, run  # starlette and uvicorn load only here
+
+    err = Console(stderr=True)
+    installed = {entry.name: entry for entry in entry_points(group=FAKE_GATEWAYS)}
+    chosen = gateway or sorted(installed)
+    unknown = [name for name in chosen if name not in installed]
+    if unknown or not chosen:
+        known = ", ".join(sorted(installed)) or "none"
+        err.print(f"[red]error:[/red] --gateway: must be one of {known} (got {unknown})")
+        raise typer.Exit(code=2)
+    apps = {name: installed[name].load()() for name in chosen}
+    for name in apps:
+        err.print(f"{name}: http://{host}:{port}/{name}")
+    run(mounted(apps), host, port)
 
 
 def _print_report(report: dict[str, Any]) -> None:

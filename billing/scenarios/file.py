@@ -40,10 +40,10 @@ from billing.domain.exchange import ExchangeRate
 from billing.domain.money import Currency, exact
 from billing.domain.proration import ProrationBehavior, ProrationUnit
 from billing.domain.taxes import TaxRate, TaxRounding
+from billing.testing import simulation
 
 __all__ = [
     "ACTIONS",
-    "GATEWAYS",
     "PAYMENT_BEHAVIORS",
     "UPCOMING_GATEWAYS",
     "CustomerSpec",
@@ -65,11 +65,10 @@ PAYMENT_BEHAVIORS: Final[tuple[str, ...]] = (
 )
 """How a customer's payments go on the fake gateway."""
 
-GATEWAYS: Final[tuple[str, ...]] = ("fake",)
-"""The gateways a scenario can run on."""
-
-UPCOMING_GATEWAYS: Final[tuple[str, ...]] = ("qvo", "openpay", "khipu", "payvalida")
-"""Gateways whose adapters scenario files cannot use yet: naming one is a clear error."""
+UPCOMING_GATEWAYS: Final[tuple[str, ...]] = ("khipu", "payvalida")
+"""Gateways whose adapters scenario files cannot use yet: naming one is a clear error. The
+gateways a scenario can run on are those with a simulation
+(:func:`billing.testing.simulation.names`)."""
 
 ACTIONS: Final[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = MappingProxyType(
     {
@@ -672,12 +671,12 @@ def _customers(top: _Obj) -> tuple[tuple[CustomerSpec, ...], dict[str, int]]:
 
 def _gateway(item: _Obj) -> str:
     gateway = item.text("gateway")
-    if gateway in UPCOMING_GATEWAYS:
-        rule = f"the {gateway} adapter is not available yet; scenario files run on gateway: fake"
+    available = tuple(simulation.names())
+    if gateway in UPCOMING_GATEWAYS and gateway not in available:
+        rule = f"the {gateway} adapter is not available yet; use {_one_of(available)}"
         raise item.error("gateway", rule, gateway)
-    if gateway not in GATEWAYS:
-        upcoming = ", ".join(UPCOMING_GATEWAYS)
-        rule = f"must be {_one_of(GATEWAYS)} (the {upcoming} adapters are not available yet)"
+    if gateway not in available:
+        rule = f"must be {_one_of(available)}"
         raise item.error("gateway", rule, gateway)
     return gateway
 

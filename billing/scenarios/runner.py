@@ -3,15 +3,17 @@
 The runner puts the scenario's plans, customers and subscriptions on an engine whose clock starts
 at ``start``, moves the clock from one due instant to the next (so everything due on the way is
 billed in time order, across all subscriptions), applies each event at its instant, and bills
-everything due up to ``until``. Customers pay through the in-process fake gateway, scripted with
-their ``payment`` behavior.
+everything due up to ``until``. Customers pay through their gateway's simulation
+(:mod:`billing.testing.simulation`), scripted with their ``payment`` behavior: the in-process fake,
+or a real adapter talking to its gateway's fake server over loopback HTTP.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,8 +29,10 @@ from billing.domain.money import Currency, Money
 from billing.domain.payments import PaymentStatus
 from billing.domain.proration import ProrationBehavior
 from billing.engine import Engine
+from billing.ports import Capability
 from billing.scenarios.file import EventSpec, Scenario, ScenarioError
-from billing.testing import FakeGateway
+from billing.testing import Behavior, simulation
+from billing.testing.simulation import GatewaySimulation
 
 Report = dict[str, Any]
 
@@ -43,24 +47,76 @@ def advance(engine: Engine, clock: ManualClock, until: datetime) -> None:
 
 
 @contextmanager
-def _engine(
-    scenario: Scenario, clock: ManualClock, fake: FakeGateway, url: str | None
-) -> Iterator[Engine]:
+def _engine(scenario: Scenario, clock: ManualClock, url: str | None) -> Iterator[_Run]:
     # one thread: subscriptions due at one instant are billed in a fixed order (invoice numbers)
     settings = Settings(proration=scenario.proration.value, threads=1)
     rates = TableExchangeRates(scenario.exchange_rates)
-    if url is not None:
-        with open_engine(
-            url, clock=clock, gateways=[fake], rates=rates, settings=settings, migrate=True
-        ) as engine:
-            yield engine
+    with ExitStack() as stack:
+        sims: dict[str, GatewaySimulation] = {}
+        for name in dict.fromkeys(customer.gateway for customer in scenario.customers):
+            sims[name] = simulation.simulation(name, clock=clock.now)
+            stack.callback(sims[name].close)
+        if url is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="billing-scenario-"))
+            url = f"sqlite:///{Path(directory) / 'scenario.db'}"
+        gateways = [sim.gateway for sim in sims.values()]
+        engine = stack.enter_context(
+            open_engine(
+                url, clock=clock, gateways=gateways, rates=rates, settings=settings, migrate=True
+            )
+        )
+        yield _Run(engine, sims, {c.ref: c.gateway for c in scenario.customers})
+
+
+@dataclass
+class _Run:
+    """A scenario's engine, its gateways' simulations, and each customer's gateway."""
+
+    engine: Engine
+    sims: Mapping[str, GatewaySimulation]
+    gateway_of: Mapping[str, str]
+
+    def give_card(
+        self, customer: str, payment: str, *, replace: bool, idempotency_key: str | None = None
+    ) -> None:
+        name = self.gateway_of[customer]
+        give_card(
+            self.engine,
+            self.sims[name],
+            customer,
+            Behavior(payment),
+            replace=replace,
+            idempotency_key=idempotency_key,
+        )
+
+
+def give_card(
+    engine: Engine,
+    sim: GatewaySimulation,
+    customer_id: str,
+    behavior: Behavior,
+    *,
+    replace: bool = False,
+    idempotency_key: str | None = None,
+) -> None:
+    """Give a customer a new default card that pays as ``behavior`` says, the way the gateway
+    stores cards: from a token of its card form, or through its enrollment page. With
+    ``replace``, invoices in dunning are retried with it at once."""
+    name = sim.gateway.name
+    if Capability.CARD_TOKENS in sim.gateway.capabilities:
+        token = sim.card_token(customer_id, behavior)
+        add = engine.replace_payment_method if replace else engine.add_payment_method
+        add(customer_id, gateway=name, token=token, idempotency_key=idempotency_key)
         return
-    with tempfile.TemporaryDirectory(prefix="billing-scenario-") as directory:
-        database = f"sqlite:///{Path(directory) / 'scenario.db'}"
-        with open_engine(
-            database, clock=clock, gateways=[fake], rates=rates, settings=settings, migrate=True
-        ) as engine:
-            yield engine
+    enrollment = engine.start_payment_method_enrollment(
+        customer_id, gateway=name, return_url=_RETURN_URL, idempotency_key=idempotency_key
+    )
+    sim.fill_enrollment(customer_id, enrollment.redirect_url, behavior)
+    engine.complete_payment_method_enrollment(name, enrollment.reference)
+
+
+_RETURN_URL = "https://scenario.invalid/cards/return"
+"""Where an enrollment page would send a scenario's customer back to."""
 
 
 def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Report:
@@ -71,16 +127,19 @@ def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Repo
     :raises ScenarioError: when the engine refuses a subscription or an event, naming its line.
     """
     clock = ManualClock(scenario.start)
-    fake = FakeGateway()
     currencies = _customer_currencies(scenario)
-    with _engine(scenario, clock, fake, database_url) as engine:
+    with _engine(scenario, clock, database_url) as run:
+        engine = run.engine
         for plan in scenario.plans:
             engine.create_plan(plan)
         for customer in scenario.customers:
             with _refusals(scenario, customer.line, "customers"):
-                engine.create_customer(customer_id=customer.ref, timezone=customer.timezone)
-                engine.add_payment_method(customer.ref, gateway="fake", token=f"tok_{customer.ref}")
-                fake.script(customer.ref, customer.payment)
+                engine.create_customer(
+                    customer_id=customer.ref,
+                    timezone=customer.timezone,
+                    metadata={"name": customer.ref, "email": f"{customer.ref}@scenario.invalid"},
+                )
+                run.give_card(customer.ref, customer.payment, replace=False)
                 if customer.credit > 0:
                     credit = Money.of(customer.credit, currencies[customer.ref])
                     engine.grant_credit(customer.ref, credit, reason="scenario")
@@ -96,10 +155,10 @@ def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Repo
                     tax=spec.tax,
                     prorate=spec.prorate,
                 )
-        for count, event in enumerate(scenario.events, start=1):
+        for event in scenario.events:
             advance(engine, clock, event.at)
             with _refusals(scenario, event.line, f"events.{event.action}"):
-                _apply(engine, fake, currencies, event, count)
+                _apply(run, currencies, event)
         advance(engine, clock, scenario.until)
         return report(engine, scenario)
 
@@ -125,14 +184,8 @@ def _customer_currencies(scenario: Scenario) -> dict[str, Currency]:
     return {customer.ref: currencies.get(customer.ref, default) for customer in scenario.customers}
 
 
-def _apply(
-    engine: Engine,
-    fake: FakeGateway,
-    currencies: Mapping[str, Currency],
-    event: EventSpec,
-    count: int,
-) -> None:
-    args, key = event.args, event.idempotency_key
+def _apply(run: _Run, currencies: Mapping[str, Currency], event: EventSpec) -> None:
+    engine, args, key = run.engine, event.args, event.idempotency_key
     match event.action:
         case "change_plan":
             engine.change_plan(
@@ -142,7 +195,8 @@ def _apply(
                 idempotency_key=key,
             )
         case "set_payment":
-            fake.script(str(args["customer"]), str(args["payment"]))
+            customer = str(args["customer"])
+            run.sims[run.gateway_of[customer]].script(customer, Behavior(str(args["payment"])))
         case "cancel":
             at_period_end = args.get("at_period_end", True)
             engine.cancel(
@@ -179,10 +233,8 @@ def _apply(
                 idempotency_key=key,
             )
         case "replace_payment_method":
-            customer = str(args["customer"])
-            fake.script(customer, str(args["payment"]))
-            engine.replace_payment_method(
-                customer, gateway="fake", token=f"tok_{customer}_{count}", idempotency_key=key
+            run.give_card(
+                str(args["customer"]), str(args["payment"]), replace=True, idempotency_key=key
             )
 
 
@@ -215,6 +267,7 @@ def report(engine: Engine, scenario: Scenario) -> Report:
                 "currency": p.amount.currency.code,
                 "status": p.status.value,
                 "error_code": p.code,
+                "error": None if p.error is None else p.error.value,
             }
             for p in engine.payments()
         ],
