@@ -1,0 +1,14 @@
+"""QVO (Chile): the payment gateway adapter and its fake server.
+
+:class:`QvoGateway` implements :class:`billing.ports.PaymentGateway` over QVO's REST API
+(customers, Webpay Oneclick card inscriptions, stored-card charges, full refunds, webhooks);
+:func:`from_environment` builds one from ``BILLING_QVO_API_TOKEN`` (the ``billing.gateways``
+entry point). :class:`FakeQvo` and :func:`create_app` are a faithful local stand-in for QVO;
+:func:`fake_app` serves a default one (the ``billing.fake_gateways`` entry point). See
+``docs/adapters/qvo.md``.
+"""
+
+from adapters.qvo.fake import FakeQvo, create_app, fake_app
+from adapters.qvo.gateway import QvoGateway, from_environment
+
+__all__ = ["FakeQvo", "QvoGateway", "create_app", "fake_app", "from_environment"]
