@@ -245,12 +245,11 @@ def _save_answer(
 def _charge_request(
     tx: Tx, row: PaymentRow, invoice: Invoice, method: PaymentMethod | None, at: datetime
 ) -> ChargeRequest:
-    assert row.gateway is not None
     return ChargeRequest(
         idempotency_key=row.idempotency_key,
         amount=mapping.payment(row).amount,
         customer_id=row.customer_id,
-        customer_reference=tx.gateway_customer(row.customer_id, row.gateway),
+        customer_reference=tx.gateway_customer(row.customer_id, row.gateway or ""),
         payment_method="" if method is None else method.token,
         description=f"Invoice {invoice.number}",
         at=at,

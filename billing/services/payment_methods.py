@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from billing.domain import _checks
 from billing.domain.customers import CardEnrollment, EnrollmentStatus, PaymentMethod
-from billing.domain.errors import InvalidArgument
+from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.subscriptions import SubscriptionStatus, replace_payment_method
 from billing.ports import AttachRequest, Capability, EnrollmentRequest
 from billing.services.billing_run import apply, run_subscription, send
@@ -158,7 +158,8 @@ def complete_enrollment(
     now = ctx.clock.now()
     method = None
     if result.status is EnrollmentStatus.SUCCEEDED:
-        assert result.method is not None, "a succeeded enrollment names its stored method"
+        if result.method is None:
+            raise GatewayError(port.name, "processing_error", "a stored card without a reference")
         method = PaymentMethod(
             id=new_id("pm"),
             customer_id=enrollment.customer_id,

@@ -9,7 +9,7 @@ from typing import Any
 
 from billing.domain import _checks
 from billing.domain.catalog import Plan, PlanStatus
-from billing.domain.customers import Customer
+from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus
 from billing.domain.dunning import AfterRetries, RetryPolicy
 from billing.domain.invoices import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, LineKind
 from billing.domain.ledger import DebtItem, DebtKind
@@ -21,6 +21,7 @@ from billing.domain.taxes import TaxRate, TaxRounding
 from billing.store.tables import (
     CustomerRow,
     DebtRow,
+    EnrollmentRow,
     InvoiceLineRow,
     InvoiceRow,
     PaymentRow,
@@ -287,3 +288,29 @@ def apply_payment(row: PaymentRow, attempt: PaymentAttempt) -> None:
     row.error = None if attempt.error is None else attempt.error.value
     row.action_url = attempt.action_url
     row.updated_at = attempt.updated_at
+
+
+def enrollment_row(enrollment: CardEnrollment) -> EnrollmentRow:
+    return EnrollmentRow(
+        gateway=enrollment.gateway,
+        reference=enrollment.reference,
+        customer_id=enrollment.customer_id,
+        status=enrollment.status.value,
+        redirect_url=enrollment.redirect_url,
+        created_at=enrollment.created_at,
+        completed_at=enrollment.completed_at,
+        payment_method_id=enrollment.payment_method_id,
+    )
+
+
+def enrollment(row: EnrollmentRow) -> CardEnrollment:
+    return CardEnrollment(
+        gateway=row.gateway,
+        reference=row.reference,
+        customer_id=row.customer_id,
+        status=EnrollmentStatus(row.status),
+        redirect_url=row.redirect_url,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        payment_method_id=row.payment_method_id,
+    )

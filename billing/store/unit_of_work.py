@@ -206,16 +206,7 @@ class Tx:
             raise ConcurrentUpdate("gateway customer", customer_id) from exc
 
     def add_enrollment(self, enrollment: CardEnrollment) -> None:
-        self.session.add(
-            EnrollmentRow(
-                gateway=enrollment.gateway,
-                reference=enrollment.reference,
-                customer_id=enrollment.customer_id,
-                status=enrollment.status.value,
-                redirect_url=enrollment.redirect_url,
-                created_at=enrollment.created_at,
-            )
-        )
+        self.session.add(mapping.enrollment_row(enrollment))
         try:
             self.session.flush()
         except IntegrityError as exc:
@@ -225,7 +216,7 @@ class Tx:
         row = self.session.get(EnrollmentRow, (gateway, reference))
         if row is None:
             raise NotFound("enrollment", reference)
-        return _enrollment(row)
+        return mapping.enrollment(row)
 
     def finish_enrollment(
         self,
@@ -763,19 +754,6 @@ def _stored(row: EventRow) -> StoredEvent:
         invoice_id=row.invoice_id,
         acknowledged_at=row.acknowledged_at,
         deliveries=row.deliveries,
-    )
-
-
-def _enrollment(row: EnrollmentRow) -> CardEnrollment:
-    return CardEnrollment(
-        gateway=row.gateway,
-        reference=row.reference,
-        customer_id=row.customer_id,
-        status=EnrollmentStatus(row.status),
-        redirect_url=row.redirect_url,
-        created_at=row.created_at,
-        completed_at=row.completed_at,
-        payment_method_id=row.payment_method_id,
     )
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
+from adapters.qvo import QvoGateway
+from billing.bootstrap import open_engine
 from billing.domain.catalog import Plan
 from billing.domain.invoices import InvoiceStatus
 from billing.domain.money import Money
@@ -42,3 +46,19 @@ def test_a_subscription_read_again_in_the_transaction_that_saved_it_is_the_saved
         assert again.version == loaded.version + 1
         assert again.next_run_at is None
         assert held is not None
+
+
+def test_an_engine_closes_the_gateways_it_discovered_and_only_those(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("BILLING_QVO_API_TOKEN", "a-token")
+    discovered = open_engine(billing.url)
+    given = QvoGateway("a-token")
+    passed = open_engine(billing.url, gateways=[given])
+    qvo = discovered.gateways["qvo"]
+    assert isinstance(qvo, QvoGateway)
+    discovered.close()
+    passed.close()
+    assert qvo._client.is_closed
+    assert not given._client.is_closed, "a gateway passed in stays the caller's to close"
+    given.close()
