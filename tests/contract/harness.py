@@ -1,0 +1,87 @@
+"""What the conformance suite needs from each gateway: a harness over the gateway and its fake.
+
+Every adapter ships one harness (``tests/contract/harness_<gateway>.py``) built on its fake
+server, in process or over loopback sockets. The suite (``test_gateway_conformance.py``) runs
+unchanged over every harness; the per-gateway differences live in :class:`Expectations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from billing.domain.money import Money
+from billing.domain.payments import ErrorCode
+from billing.ports import Notification, PaymentGateway
+
+Behavior = Literal["approve", "soft_decline", "hard_decline", "soft_then_approve"]
+"""How a payer's stored card behaves: ``soft_then_approve`` soft-declines its first charge
+and approves every later one."""
+
+Mode = Literal["in_process", "loopback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """A customer registered at the gateway, with a stored card that behaves as asked."""
+
+    customer_id: str
+    """The engine's id for the customer."""
+    customer_reference: str | None
+    """The gateway's id for the customer (``None`` for gateways without customers)."""
+    payment_method: str
+    """The gateway's reference for the stored card."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expectations:
+    """Where gateways legitimately differ; the suite reads these instead of branching on names."""
+
+    soft_decline: ErrorCode = ErrorCode.CARD_DECLINED
+    """The normalised error of this harness's soft-declining card."""
+    hard_decline: ErrorCode = ErrorCode.LOST_OR_STOLEN
+    """The normalised error of this harness's hard-declining card."""
+    partial_refunds: bool = True
+    notifications: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Harness(Protocol):
+    """One gateway under test, with the levers the suite pulls on its fake."""
+
+    name: str
+    gateway: PaymentGateway
+    amount: Money
+    """An amount the gateway accepts for a charge, in its currency."""
+    expectations: Expectations
+    secrets: tuple[str, ...]
+    """The credentials and card numbers the harness uses: none may reach a log or a repr."""
+
+    def payer(self, behavior: Behavior) -> Payer:
+        """Register a new customer at the gateway and store a card behaving as asked."""
+        ...
+
+    def lose_next_answer(self) -> None:
+        """Make the next charge commit at the gateway and its answer get lost (a timeout)."""
+        ...
+
+    def charges_taken(self, payer: Payer) -> int:
+        """How many charges took money from this payer, as the gateway's books show."""
+        ...
+
+    def notification(self, charge_reference: str) -> Notification:
+        """The webhook the gateway would send about this charge, as the host receives it."""
+        ...
+
+    def forged_notification(self, charge_reference: str) -> Notification:
+        """A webhook claiming this charge succeeded when the gateway never said so (for a
+        declined charge), shaped exactly like a genuine one."""
+        ...
+
+    def with_bad_credentials(self) -> PaymentGateway:
+        """The same gateway configured with credentials the gateway refuses."""
+        ...
+
+    def close(self) -> None:
+        """Release the fake (stop its server, close clients)."""
+        ...
