@@ -500,6 +500,10 @@ class Engine:
             )
             return [mapping.payment(row) for row in rows]
 
+    def refunds(self, payment_id: str) -> list[Refund]:
+        """A payment's refunds, oldest first, each with its current status."""
+        return refunds.refunds_of(self._ctx, payment_id)
+
     def refund(
         self,
         payment_id: str,
@@ -547,14 +551,18 @@ class Engine:
     def reconcile(
         self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None
     ) -> RunReport:
-        """Ask the gateways about every unsettled payment due for a check, and clear lapsed
-        claims; the billing steps are left to :meth:`run_due`."""
+        """Ask the gateways about every unsettled payment and refund due for a check, and clear
+        lapsed claims; the billing steps are left to :meth:`run_due`."""
         when = self._when(now)
+        stop = stop or _never
         with self._ctx.store.transaction() as tx:
             released = tx.release_expired(self._ctx.clock.now())
         if released:
             log.warning("claims.released_lapsed count=%s", released)
-        return run_due(self._ctx, when, stop=stop or _never, checks_only=True)
+        report = run_due(self._ctx, when, stop=stop, checks_only=True)
+        asked = refunds.reconcile(self._ctx, when, stop=stop, batch=self.settings.batch_size)
+        report.count("refund_checks", asked)
+        return report
 
     def dispatch(self, handlers: Handlers, *, limit: int = 100) -> DispatchReport:
         """Deliver undelivered events to ``handlers``: in order within each subscription, at

@@ -267,7 +267,9 @@ class PaymentGateway(Protocol):
         ...
 
     def refund(self, request: RefundRequest) -> RefundResult:
-        """Refund part or all of a settled charge, once per key (:attr:`Capability.REFUNDS`)."""
+        """Refund part or all of a settled charge, once per key (:attr:`Capability.REFUNDS`): a
+        repeated key answers what became of the first request (the engine repeats a refund whose
+        answer was lost)."""
         ...
 
     def parse_notification(self, notification: Notification) -> NotificationFacts:

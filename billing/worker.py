@@ -10,7 +10,7 @@ Three jobs, each coalesced and never overlapping itself:
 
 * **billing** (every ``tick_seconds``): :meth:`Engine.run_due`;
 * **reconcile** (every ``reconcile_after_seconds``): :meth:`Engine.reconcile`, which asks the
-  gateways about unsettled payments and clears lapsed claims;
+  gateways about unsettled payments and refunds and clears lapsed claims;
 * **dispatch** (every ``dispatch_seconds``, when the host registered handlers):
   :meth:`Engine.dispatch`.
 
@@ -137,14 +137,16 @@ class Worker:
 
 
 def _log_run(job: str, report: RunReport) -> None:
-    if report.claimed or report.failed:
+    if report.claimed or report.failed or report.refund_checks:
         log.info(
-            "%s.run claimed=%s steps=%s payments=%s checks=%s contended=%s failed=%s",
+            "%s.run claimed=%s steps=%s payments=%s checks=%s refund_checks=%s contended=%s "
+            "failed=%s",
             job,
             report.claimed,
             report.steps,
             report.payments,
             report.checks,
+            report.refund_checks,
             len(report.contended),
             len(report.failed),
         )

@@ -58,6 +58,8 @@ class RunReport:
     steps: int = 0
     payments: int = 0
     checks: int = 0
+    refund_checks: int = 0
+    """Unsettled refunds asked about again (reconcile runs only)."""
     claimed: int = 0
     contended: list[str] = field(default_factory=list)
     """Subscriptions another process changed first; left for a later run."""

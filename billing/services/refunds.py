@@ -1,25 +1,37 @@
-"""Refunds: give back part or all of a succeeded payment through its gateway."""
+"""Refunds: give back part or all of a succeeded payment through its gateway, exactly once.
+
+A refund is written with its own idempotency key, and a ``check_at``, before the gateway is
+called. A refund whose answer was lost (``unknown``), that the gateway has not settled
+(``pending``), or whose call never happened (``created``, after a crash) is asked about again
+by the reconcile job once its ``check_at`` passes: the same request is sent with the same key,
+which every gateway answers with what became of the first one (the port's rule), so money goes
+back once. Until it is settled, an unsettled refund counts as refunded: nothing more of that
+payment can be refunded meanwhile.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
 
 from billing.domain.errors import IllegalTransition, InvalidArgument
 from billing.domain.events import Event, PaymentRefunded, RefundFailed
 from billing.domain.money import Money
 from billing.domain.payments import PaymentStatus, Refund, RefundStatus, refund_amount
-from billing.ports import Capability, RefundRequest, RefundResult
+from billing.ports import Capability, PaymentGateway, RefundRequest, RefundResult
+from billing.services.billing_run import next_check
 from billing.services.context import Claim, Context, log, new_id
 from billing.services.gateways import gateway, require
 from billing.store import mapping
-from billing.store.tables import RefundRow
+from billing.store.tables import PaymentRow, RefundRow
+from billing.store.unit_of_work import UNSETTLED_REFUNDS, Tx
+
+_ANNOUNCED = (RefundStatus.SUCCEEDED.value, RefundStatus.PENDING.value)
+"""Statuses whose ``payment.refunded`` event was recorded when the refund reached them."""
 
 
 def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money | None) -> Refund:
-    """Refund ``amount`` (all that is left by default) of a succeeded payment.
-
-    The refund is written with its own idempotency key before the gateway is called, so a repeat
-    cannot refund twice; a refund whose answer was lost stays ``unknown`` and counts as refunded
-    until someone checks it with the gateway.
-    """
+    """Refund ``amount`` (all that is left by default) of a succeeded payment."""
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         row = tx.payment_row(payment_id)
@@ -42,60 +54,127 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
             currency=given.currency.code,
             status=RefundStatus.CREATED.value,
             created_at=now,
+            check_at=now + ctx.settings.unanswered_after,  # once this call is surely over
         )
         tx.session.add(refund_row)
-        request = RefundRequest(
-            idempotency_key=refund_row.idempotency_key,
-            reference=row.reference,
-            amount=given,
-            at=now,
-            customer_reference=tx.gateway_customer(row.customer_id, port.name),
-        )
-        invoice_id, subscription_id, customer_id = (
-            row.invoice_id,
-            row.subscription_id,
-            row.customer_id,
-        )
+        request = _request(tx, refund_row, row, now)
         if claim is not None:
-            claim.remember(tx, _refund(refund_row, invoice_id))
-    try:
-        result = port.refund(request)
-    except Exception as exc:
-        log.warning("gateway.refund_raised payment=%s error=%s", payment_id, type(exc).__name__)
-        result = RefundResult(status=RefundStatus.UNKNOWN, message=type(exc).__name__)
+            claim.remember(tx, _refund(refund_row, row.invoice_id))
+    result = _ask(port, request)
     with ctx.store.transaction() as tx:
-        saved = tx.session.get(RefundRow, refund_row.id)
-        assert saved is not None
-        saved.status = result.status.value
-        saved.reference = result.reference
-        saved.code = result.code
-        saved.message = None if result.message is None else result.message[:255]
-        saved.updated_at = now
-        done = _refund(saved, invoice_id)
-        event: Event
-        if result.status is RefundStatus.FAILED:
-            event = RefundFailed(
-                at=now,
-                refund_id=saved.id,
-                payment_id=payment_id,
-                invoice_id=invoice_id,
-                subscription_id=subscription_id,
-                customer_id=customer_id,
-                amount=given,
-                code=result.code,
+        return _record(ctx, tx, refund_row.id, result, now)
+
+
+def reconcile(ctx: Context, now: datetime, *, stop: Callable[[], bool], batch: int) -> int:
+    """Ask the gateways again about every unsettled refund due for a check; returns how many
+    were asked. Safe to run in several processes at once: each refund is taken by one."""
+    asked = 0
+    while not stop():
+        with ctx.store.transaction() as tx:
+            taken = tx.claim_refund_checks(
+                now=now, until=now + ctx.settings.unanswered_after, limit=batch
             )
-        else:
-            event = PaymentRefunded(
-                at=now,
-                refund_id=saved.id,
-                payment_id=payment_id,
-                invoice_id=invoice_id,
-                subscription_id=subscription_id,
-                customer_id=customer_id,
-                amount=given,
-            )
+        if not taken:
+            break
+        for refund_id in taken:
+            if stop():
+                break  # the rest stay taken until ``until``, then fall due again
+            _check(ctx, refund_id, now)
+            asked += 1
+    return asked
+
+
+def refunds_of(ctx: Context, payment_id: str) -> list[Refund]:
+    """A payment's refunds, oldest first."""
+    with ctx.store.transaction() as tx:
+        payment = tx.payment_row(payment_id)
+        return [_refund(row, payment.invoice_id) for row in tx.refund_rows(payment_id)]
+
+
+def _check(ctx: Context, refund_id: str, now: datetime) -> None:
+    with ctx.store.transaction() as tx:
+        row = tx.refund_row(refund_id)
+        payment = tx.payment_row(row.payment_id)
+        port = ctx.gateways.get(payment.gateway or "")
+        if port is None or payment.reference is None:
+            log.warning("refund.no_gateway refund=%s gateway=%s", refund_id, payment.gateway)
+            row.check_at = next_check(ctx, row.created_at, now)
+            return
+        request = _request(tx, row, payment, now)
+    result = _ask(port, request)
+    with ctx.store.transaction() as tx:
+        _record(ctx, tx, refund_id, result, now)
+
+
+def _request(tx: Tx, row: RefundRow, payment: PaymentRow, at: datetime) -> RefundRequest:
+    return RefundRequest(
+        idempotency_key=row.idempotency_key,
+        reference=payment.reference or "",  # callers checked: only succeeded charges refund
+        amount=Money.from_minor(row.amount_minor, row.currency),
+        at=at,
+        customer_reference=tx.gateway_customer(payment.customer_id, payment.gateway or ""),
+    )
+
+
+def _ask(port: PaymentGateway, request: RefundRequest) -> RefundResult:
+    """The gateway's answer; one that raises leaves the refund unknown, to be asked again."""
+    try:
+        return port.refund(request)
+    except Exception as exc:
+        log.warning(
+            "gateway.refund_raised gateway=%s key=%s error=%s",
+            port.name,
+            request.idempotency_key,
+            type(exc).__name__,
+        )
+        return RefundResult(status=RefundStatus.UNKNOWN, message=type(exc).__name__)
+
+
+def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: datetime) -> Refund:
+    """Save the gateway's answer, with the event of the status it reaches (once)."""
+    row = tx.refund_row(refund_id)
+    payment = tx.payment_row(row.payment_id)
+    if row.status not in UNSETTLED_REFUNDS:  # settled meanwhile: the first answer stands
+        return _refund(row, payment.invoice_id)
+    before = row.status
+    row.status = result.status.value
+    row.reference = result.reference or row.reference
+    row.code = result.code
+    row.message = None if result.message is None else result.message[:255]
+    row.updated_at = now
+    settled = row.status not in UNSETTLED_REFUNDS
+    row.check_at = None if settled else next_check(ctx, row.created_at, now)
+    event = _event(row, payment, announced=before in _ANNOUNCED, at=now)
+    if event is not None:
         tx.record([event])
-    return done
+    log.info("refund.recorded refund=%s status=%s code=%s", row.id, row.status, row.code)
+    return _refund(row, payment.invoice_id)
+
+
+def _event(row: RefundRow, payment: PaymentRow, *, announced: bool, at: datetime) -> Event | None:
+    amount = Money.from_minor(row.amount_minor, row.currency)
+    if row.status == RefundStatus.FAILED.value:
+        return RefundFailed(
+            at=at,
+            refund_id=row.id,
+            payment_id=payment.id,
+            invoice_id=payment.invoice_id,
+            subscription_id=payment.subscription_id,
+            customer_id=payment.customer_id,
+            amount=amount,
+            code=row.code,
+        )
+    if row.status in _ANNOUNCED and not announced:
+        return PaymentRefunded(
+            at=at,
+            refund_id=row.id,
+            payment_id=payment.id,
+            invoice_id=payment.invoice_id,
+            subscription_id=payment.subscription_id,
+            customer_id=payment.customer_id,
+            amount=amount,
+        )
+    return None
 
 
 def _refund(row: RefundRow, invoice_id: str) -> Refund:

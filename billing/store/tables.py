@@ -256,6 +256,8 @@ class RefundRow(SQLModel, table=True):
     message: str | None = Field(default=None, max_length=255)
     created_at: datetime
     updated_at: datetime | None = None
+    check_at: datetime | None = Field(default=None, index=True)
+    """When to ask the gateway again about a refund without a final answer (else None)."""
 
 
 class EventRow(SQLModel, table=True):

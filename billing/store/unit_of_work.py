@@ -26,7 +26,7 @@ from billing.domain.events import Event
 from billing.domain.invoices import Invoice, invoice_number
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Currency, Money
-from billing.domain.payments import PaymentAttempt, PaymentStatus
+from billing.domain.payments import PaymentAttempt, PaymentStatus, RefundStatus
 from billing.domain.subscriptions import Subscription
 from billing.store import mapping
 from billing.store.tables import (
@@ -48,6 +48,12 @@ from billing.store.tables import (
     SubscriptionRow,
 )
 
+UNSETTLED_REFUNDS = (
+    RefundStatus.CREATED.value,
+    RefundStatus.PENDING.value,
+    RefundStatus.UNKNOWN.value,
+)
+"""Refunds without a final answer: the reconcile job asks their gateway again."""
 UNSETTLED = (
     PaymentStatus.CREATED.value,
     PaymentStatus.PENDING.value,
@@ -594,12 +600,44 @@ class Tx:
         ).first()
         return int(total or 0)
 
+    def refund_row(self, refund_id: str) -> RefundRow:
+        row = self.session.get(RefundRow, refund_id)
+        if row is None:
+            raise NotFound("refund", refund_id)
+        return row
+
+    def claim_refund_checks(self, *, now: datetime, until: datetime, limit: int) -> list[str]:
+        """Take up to ``limit`` unsettled refunds due for a check by moving their ``check_at``
+        to ``until``: another process passes over them until then (PostgreSQL skips the rows
+        locked meanwhile; on SQLite the ``WHERE`` re-checks ``check_at``)."""
+        due = (
+            select(RefundRow.id)
+            .where(col(RefundRow.status).in_(UNSETTLED_REFUNDS))
+            .where(col(RefundRow.check_at) <= now)
+            .order_by(col(RefundRow.check_at), col(RefundRow.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        taken = self.session.execute(
+            update(RefundRow)
+            .where(col(RefundRow.id).in_(due))
+            .where(col(RefundRow.check_at) <= now)
+            .values(check_at=until)
+            .returning(col(RefundRow.id))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(row[0] for row in taken)
+
     def refund_rows(self, payment_id: str) -> list[RefundRow]:
         return list(
             self.session.exec(
                 select(RefundRow)
                 .where(col(RefundRow.payment_id) == payment_id)
-                .order_by(col(RefundRow.created_at))
+                .order_by(  # keys end in the refund's number: -refund-2 before -refund-10
+                    col(RefundRow.created_at),
+                    func.length(RefundRow.idempotency_key),
+                    col(RefundRow.idempotency_key),
+                )
             ).all()
         )
 

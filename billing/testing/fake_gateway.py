@@ -247,6 +247,8 @@ class FakeGateway(CardOnFile):
         self._calls: Counter[str] = Counter()
         self._charge_count = 0
         self._refund_count = 0
+        self._refund_calls: Counter[str] = Counter()
+        self._refund_faults: deque[str] = deque()
 
     @property
     def name(self) -> str:
@@ -334,6 +336,14 @@ class FakeGateway(CardOnFile):
             charge = self._charges.get(request.idempotency_key)
             return None if charge is None else charge.observe(at)
 
+    def lose_refund_answers(self, count: int = 1, *, before_refunding: bool = False) -> None:
+        """Make the next ``count`` refund calls raise :class:`TimeoutError`: after the money went
+        back (a lost answer), or with ``before_refunding`` before anything happened (a request
+        that never arrived). Sending the same key again then answers truly."""
+        _checks.integer("count", count, minimum=1)
+        with self._lock:
+            self._refund_faults.extend(["before" if before_refunding else "after"] * count)
+
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund part or all of a succeeded charge, once per key.
 
@@ -343,21 +353,30 @@ class FakeGateway(CardOnFile):
         """
         at = _checks.aware("at", request.at)
         with self._lock:
-            earlier = self._refunds.get(request.idempotency_key)
-            if earlier is not None:
-                if (earlier.reference, earlier.amount) != (request.reference, request.amount):
-                    raise InvalidArgument(
-                        "idempotency_key",
-                        f"was first sent to refund {earlier.amount} of {earlier.reference}; "
-                        "the same key must always mean the same refund",
-                        request.idempotency_key,
-                    )
-                return earlier.result
-            result = self._refund(request, at)
-            self._refunds[request.idempotency_key] = _Refund(
-                request.reference, request.amount, result
-            )
+            self._refund_calls[request.idempotency_key] += 1
+            fault = self._refund_faults.popleft() if self._refund_faults else None
+            if fault == "before":
+                raise TimeoutError("the fake lost the refund request")
+            result = self._refund_once(request, at)
+            if fault == "after":
+                raise TimeoutError("the fake refunded, then lost the answer")
             return result
+
+    def _refund_once(self, request: RefundRequest, at: datetime) -> RefundResult:
+        """The refund for this key (called under the lock): the first answer on a repeat."""
+        earlier = self._refunds.get(request.idempotency_key)
+        if earlier is not None:
+            if (earlier.reference, earlier.amount) != (request.reference, request.amount):
+                raise InvalidArgument(
+                    "idempotency_key",
+                    f"was first sent to refund {earlier.amount} of {earlier.reference}; "
+                    "the same key must always mean the same refund",
+                    request.idempotency_key,
+                )
+            return earlier.result
+        result = self._refund(request, at)
+        self._refunds[request.idempotency_key] = _Refund(request.reference, request.amount, result)
+        return result
 
     def _refund(self, request: RefundRequest, at: datetime) -> RefundResult:
         charge = self._by_reference.get(request.reference)
@@ -386,6 +405,17 @@ class FakeGateway(CardOnFile):
         """How many times ``charge`` was called per idempotency key, repeats included (a copy)."""
         with self._lock:
             return Counter(self._calls)
+
+    @property
+    def refund_calls(self) -> Counter[str]:
+        """How many times ``refund`` was called per idempotency key, repeats included (a copy)."""
+        with self._lock:
+            return Counter(self._refund_calls)
+
+    def refunds_made(self) -> int:
+        """How many refunds moved money back (repeats of a key count once)."""
+        with self._lock:
+            return self._refund_count
 
     def charges_taken(self, customer_id: str | None = None) -> list[TakenCharge]:
         """The charges that moved money, in the order they were sent, for one customer or all.

@@ -4,7 +4,9 @@ Reviewed by hand. ``gateway_customers`` keeps a customer's id at each gateway th
 customers; ``enrollments`` the cards being stored through a gateway's own page;
 ``gateway_notifications`` every webhook received, keyed so each is processed once. Payments get
 their normalised ``error``, the ``action_url`` of a payment that needs the customer, and an index
-on the gateway's ``reference`` (notifications name charges by it).
+on the gateway's ``reference`` (notifications name charges by it). Refunds get ``check_at``: a
+refund without a final answer is asked about again, and refunds 0002 left unsettled are due at
+once.
 
 Revision ID: 0003
 Revises: 0002
@@ -79,8 +81,22 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("action_url", sa.Text(), nullable=True))
         batch_op.create_index(batch_op.f("ix_payments_reference"), ["reference"], unique=False)
 
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("check_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
+        batch_op.create_index(batch_op.f("ix_refunds_check_at"), ["check_at"], unique=False)
+    op.execute(
+        "UPDATE refunds SET check_at = COALESCE(updated_at, created_at) "
+        "WHERE status IN ('created', 'pending', 'unknown')"
+    )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refunds_check_at"))
+        batch_op.drop_column("check_at")
+
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payments_reference"))
         batch_op.drop_column("action_url")

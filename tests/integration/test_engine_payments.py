@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy
 from sqlalchemy import select
 
 from billing.domain.catalog import Plan
 from billing.domain.dunning import RetryPolicy
+from billing.domain.errors import InvalidArgument
 from billing.domain.invoices import InvoiceStatus
 from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, PaymentStatus, RefundStatus
@@ -335,3 +337,64 @@ def test_payment_idempotency_keys_are_the_invoice_and_attempt_number_and_unique(
     for invoice_id, number, _ in stored:
         by_invoice.setdefault(invoice_id, []).append(number)
     assert sorted(by_invoice.values()) == [[1], [1], [1], [1], [1, 2, 3, 4]]
+
+
+def _refunded_events(billing: Billing) -> list[str]:
+    return [e.payload["refund_id"] for e in billing.engine.events() if e.name == "payment.refunded"]
+
+
+def test_a_refund_whose_answer_was_lost_is_reconciled_into_one_refund(billing: Billing):
+    billing.engine.create_plan(ORO)
+    billing.customer("c1")
+    [payment] = billing.engine.payments(subscription_id=billing.engine.subscribe("c1", "oro").id)
+    billing.fake.lose_refund_answers()
+
+    lost = billing.engine.refund(payment.id)
+    assert (lost.status, lost.reference) == (RefundStatus.UNKNOWN, None)
+    assert billing.fake.refunds_made() == 1, "the money went back; only the answer was lost"
+    assert _refunded_events(billing) == [], "nothing is announced before the gateway says so"
+    key = f"{payment.invoice_id}-1-refund-1"
+
+    # not asked again while the first call could still be under way
+    assert billing.engine.reconcile().refund_checks == 0
+    billing.clock.set(START + timedelta(minutes=2))
+    assert billing.engine.reconcile().refund_checks == 1
+
+    [settled] = billing.engine.refunds(payment.id)
+    assert (settled.id, settled.status, settled.reference) == (
+        lost.id,
+        RefundStatus.SUCCEEDED,
+        "fake_re_1",
+    )
+    assert billing.fake.refund_calls == Counter({key: 2})
+    assert billing.fake.refunds_made() == 1
+    assert _refunded_events(billing) == [lost.id]
+    billing.clock.set(START + timedelta(days=3))
+    assert billing.engine.reconcile().refund_checks == 0, "a settled refund is never asked again"
+
+
+def test_a_refund_request_that_never_arrived_is_sent_again_with_its_key(billing: Billing):
+    billing.engine.create_plan(ORO)
+    billing.customer("c1")
+    [payment] = billing.engine.payments(subscription_id=billing.engine.subscribe("c1", "oro").id)
+    billing.fake.lose_refund_answers(2, before_refunding=True)
+
+    lost = billing.engine.refund(payment.id, amount=Money.of("4000", "CLP"))
+    assert lost.status is RefundStatus.UNKNOWN
+    with pytest.raises(InvalidArgument) as refused:
+        billing.engine.refund(payment.id, amount=Money.of("7000", "CLP"))
+    assert refused.value.field == "amount", "an unknown refund counts until it is settled"
+
+    billing.clock.set(START + timedelta(minutes=2))
+    billing.engine.reconcile()  # the second lost request: still unknown, asked later again
+    assert billing.engine.refunds(payment.id)[0].status is RefundStatus.UNKNOWN
+    assert billing.engine.reconcile().refund_checks == 0, "backs off before asking again"
+    billing.clock.set(START + timedelta(minutes=5))
+    assert billing.engine.reconcile().refund_checks == 1
+
+    [settled] = billing.engine.refunds(payment.id)
+    assert (settled.status, settled.amount) == (RefundStatus.SUCCEEDED, Money.of("4000", "CLP"))
+    assert billing.fake.refunds_made() == 1
+    [taken] = billing.fake.charges_taken("c1")
+    assert taken.refunded == Money.of("4000", "CLP")
+    assert _refunded_events(billing) == [lost.id]

@@ -465,3 +465,23 @@ def test_concurrent_charges_take_every_key_exactly_once():
     assert all(calls[f"own-{t}-{n}"] == 1 for t in range(threads) for n in range(per_thread))
     assert sum(t.behavior is Behavior.TIMEOUT for t in taken) == 1
     assert gateway.total_charged() == AMOUNT * len(keys)
+
+
+@pytest.mark.parametrize("before_refunding", [False, True], ids=["after", "before"])
+def test_a_lost_refund_answer_raises_and_the_same_key_then_answers_truly(before_refunding: bool):
+    gateway = FakeGateway()
+    reference = charge(gateway, "in_1-1").reference
+    gateway.lose_refund_answers(before_refunding=before_refunding)
+    with pytest.raises(TimeoutError):
+        refund(gateway, "re_1", reference, AMOUNT)
+    assert gateway.refunds_made() == (0 if before_refunding else 1)
+    again = refund(gateway, "re_1", reference, AMOUNT)
+    assert (again.status, again.reference) == (RefundStatus.SUCCEEDED, "fake_re_1")
+    assert gateway.refunds_made() == 1
+    assert gateway.refund_calls["re_1"] == 2
+
+
+def test_losing_refund_answers_needs_a_positive_count():
+    with pytest.raises(InvalidArgument) as refused:
+        FakeGateway().lose_refund_answers(0)
+    assert refused.value.field == "count"
