@@ -176,6 +176,9 @@ class PaymentFailed(PaymentEvent):
     name: ClassVar[str] = "payment.failed"
     decline: str
     code: str | None
+    """The gateway's own code."""
+    error: str | None = None
+    """The normalised :class:`~billing.domain.payments.ErrorCode`, when the gateway gave one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +189,8 @@ class PaymentPending(PaymentEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentRequiresAction(PaymentEvent):
     name: ClassVar[str] = "payment.requires_action"
+    action_url: str | None = None
+    """Where the customer completes the payment (a pay-by-link page, 3-D Secure)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -287,6 +287,7 @@ class PaymentAttempt:
                 amount=self.amount,
                 decline=result.decline.value,
                 code=result.code,
+                error=None if result.error is None else result.error.value,
             )
         else:
             event = _EVENTS[result.status](
@@ -298,6 +299,8 @@ class PaymentAttempt:
                 attempt=self.number,
                 amount=self.amount,
             )
+            if isinstance(event, PaymentRequiresAction):
+                event = replace(event, action_url=result.action_url)
         return updated, [event]
 
 

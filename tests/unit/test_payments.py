@@ -10,6 +10,7 @@ from billing.domain.errors import IllegalTransition, InvalidArgument
 from billing.domain.money import Money
 from billing.domain.payments import (
     DeclineKind,
+    ErrorCode,
     PaymentAttempt,
     PaymentResult,
     PaymentStatus,
@@ -49,6 +50,26 @@ def test_a_decline_is_a_result_with_its_kind_and_code():
     assert done.decline is DeclineKind.HARD
     assert events[0].payload()["decline"] == "hard"
     assert events[0].payload()["code"] == "stolen_card"
+    assert events[0].payload()["error"] is None
+
+
+def test_a_declines_event_carries_its_normalised_error():
+    result = PaymentResult.declined(ErrorCode.INSUFFICIENT_FUNDS, code="51", message="sin fondos")
+    _, [event] = attempt().record(result, at=AT)
+    payload = event.payload()
+    assert (payload["decline"], payload["code"], payload["error"]) == (
+        "soft",
+        "51",
+        "insufficient_funds",
+    )
+
+
+def test_an_action_needed_event_carries_the_customers_link():
+    link = "https://pay.example/checkout/abc"
+    result = PaymentResult(status=PaymentStatus.REQUIRES_ACTION, action_url=link)
+    waiting, [event] = attempt().record(result, at=AT)
+    assert waiting.action_url == link
+    assert (event.name, event.payload()["action_url"]) == ("payment.requires_action", link)
 
 
 @pytest.mark.parametrize(
