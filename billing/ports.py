@@ -68,8 +68,8 @@ class Capability(StrEnum):
     NOTIFICATIONS = "notifications"
     """:meth:`PaymentGateway.parse_notification` understands the gateway's webhooks."""
     SIGNED_NOTIFICATIONS = "signed_notifications"
-    """Notifications carry a signature the adapter verifies; without it, the engine re-fetches
-    the resource a notification names before believing it."""
+    """Notifications carry a signature the adapter verifies, refusing a forged one outright. The
+    engine re-fetches the charge a notification names before believing it either way."""
     IDEMPOTENT_CHARGES = "idempotent_charges"
     """The gateway itself refuses a second charge with the same reference (Openpay's
     ``order_id``); without it, the adapter looks a timed-out charge up before any new one."""
@@ -202,7 +202,8 @@ class NotificationFacts:
     idempotency_key: str | None = None
     """Our reference for that charge, when the gateway echoes it (Openpay's ``order_id``)."""
     verified: bool = False
-    """True only when the adapter checked a signature; otherwise the engine re-fetches."""
+    """True only when the adapter checked a signature (a bad one raises instead). Either way the
+    engine re-fetches the charge with ``sync`` before changing a payment."""
 
 
 class PaymentGateway(Protocol):
