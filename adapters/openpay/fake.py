@@ -160,7 +160,8 @@ _BRANDS = {
     "carnet": ("debit", "DESCONOCIDO", "000"),
 }
 _MAX_BODY = 1_000_000
-_CHARGE_CREATES = frozenset({"charges.create"})
+_LOSABLE = {"charges.create": "charge_timeouts", "charges.refund": "refund_timeouts"}
+"""The operations whose committed answers a fault may lose, and that fault's name."""
 _TARGETS = ("card_id", "card_number", "customer_id", "external_id")
 _ALNUM = string.ascii_lowercase + string.digits
 _CENT = Decimal("0.01")
@@ -689,10 +690,9 @@ class FakeOpenpay:
                 reply.committed, reply.lose = error.committed, error.lose
             await self._notify(reply.events)
             with self._lock:
+                timeouts = _LOSABLE.get(operation)
                 lose = reply.lose or (
-                    reply.committed
-                    and operation in _CHARGE_CREATES
-                    and self.faults.take("charge_timeouts")
+                    reply.committed and timeouts is not None and self.faults.take(timeouts)
                 )
             if lose:
                 return dropped()
@@ -1137,7 +1137,7 @@ class FakeOpenpay:
                 "customer_id": charge.customer_id,
             }
             event = self._event("charge.refunded", charge, created)
-            return _Reply(200, charge.json(), [event])
+            return _Reply(200, charge.json(), [event], committed=True)
 
     def _refund_amount(self, body: Mapping[str, Any], charge: _Charge) -> Decimal:
         if "amount" not in body:

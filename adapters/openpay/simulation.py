@@ -135,6 +135,9 @@ class OpenpaySimulation:
         )
         return Notification(headers=headers, body=body)
 
+    def lose_next_refund_answer(self) -> None:
+        self.fake.inject(refund_timeouts=1)
+
     def with_bad_credentials(self) -> OpenpayGateway:
         return self._new_gateway("sk_" + "0" * 32)
 

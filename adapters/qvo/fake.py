@@ -32,10 +32,10 @@ decides charges per card (``fake.rules.decline_next(card_id, 1, "rejected")``...
 charge leaves a ``rejected`` (or ``unable_to_charge``) transaction and, by default, answers a
 422 error (``decline_as="transaction"`` answers the transaction instead).
 
-Faults (:class:`billing.testing.asgi.Faults`, ``fake.faults``): latency, charge_timeouts (committed,
-then the answer is lost), server_errors (QVO's 500 body, nothing done), html_errors,
-dropped_connections. Webhook faults (``fake.webhook_faults``): duplicates, hold (delivered late,
-once released), out_of_order.
+Faults (:class:`billing.testing.asgi.Faults`, ``fake.faults``): latency, charge_timeouts and
+refund_timeouts (committed, then the answer is lost), server_errors (QVO's 500 body, nothing
+done), html_errors, dropped_connections. Webhook faults (``fake.webhook_faults``): duplicates,
+hold (delivered late, once released), out_of_order.
 
 Control endpoints, for a fake served over sockets (no authentication; they are not QVO's):
 ``GET/POST /_fake/faults``, ``POST/DELETE /_fake/rules`` (``{"card_id", "outcome", "times"}``,
@@ -414,6 +414,11 @@ class FakeQvo:
                     raise ValueError(f"unknown fault {name!r}")
                 setattr(self.faults, name, float(value) if name == "latency" else int(value))
             return copy.copy(self.faults)
+
+    def take_fault(self, name: str) -> bool:
+        """Use one occurrence of a fault counter, under the fake's lock."""
+        with self._lock:
+            return self.faults.take(name)
 
     def add_faults(self, **counts: int) -> None:
         """Add occurrences to fault counters, under the fake's lock."""
@@ -1375,7 +1380,8 @@ class _Handlers:
         return _json(self.fake.get_transaction(_arg(request, "transaction_id")))
 
     def refund(self, request: Request, params: dict[str, Any]) -> Response:
-        return _json(self.fake.refund(_arg(request, "transaction_id")))
+        body = self.fake.refund(_arg(request, "transaction_id"))
+        return dropped() if self.fake.take_fault("refund_timeouts") else _json(body)
 
     def list_events(self, request: Request, params: dict[str, Any]) -> Response:
         return _listed(self.fake.list_events(params))

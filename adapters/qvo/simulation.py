@@ -122,6 +122,9 @@ class QvoSimulation:
             }
         )
 
+    def lose_next_refund_answer(self) -> None:
+        self.fake.add_faults(refund_timeouts=1)
+
     def with_bad_credentials(self) -> QvoGateway:
         return self._new_gateway("not-the-token")
 

@@ -14,6 +14,7 @@ process and over sockets:
 * ``latency``: every request waits this long before it is handled;
 * ``charge_timeouts``: the next N charges are committed, then their answer is lost (in process the
   client gets a ``ReadTimeout``; over sockets the connection is dropped after the commit);
+* ``refund_timeouts``: the same for the next N refunds;
 * ``server_errors``: the next N requests get the gateway's 500 error body, and nothing is done;
 * ``html_errors``: the next N requests get an HTML error page (502), and nothing is done;
 * ``dropped_connections``: the next N requests are dropped before anything is done.
@@ -52,6 +53,7 @@ class Faults:
 
     latency: float = 0.0
     charge_timeouts: int = 0
+    refund_timeouts: int = 0
     server_errors: int = 0
     html_errors: int = 0
     dropped_connections: int = 0

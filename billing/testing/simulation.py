@@ -72,6 +72,10 @@ class GatewaySimulation(Protocol):
         charge succeeded, that the gateway never sent."""
         ...
 
+    def lose_next_refund_answer(self) -> None:
+        """Make the gateway take the next refund, then lose its answer (a timeout)."""
+        ...
+
     def with_bad_credentials(self) -> PaymentGateway:
         """The same gateway configured with credentials the gateway refuses."""
         ...
@@ -116,6 +120,9 @@ class FakeSimulation:
 
     def forged_notification(self, customer_id: str) -> Notification:
         raise InvalidArgument("gateway", "must send notifications; fake sends none")
+
+    def lose_next_refund_answer(self) -> None:
+        self.fake.lose_refund_answers()
 
     def with_bad_credentials(self) -> PaymentGateway:
         raise InvalidArgument("gateway", "must have credentials; fake has none")

@@ -25,7 +25,13 @@ from billing.domain.dunning import RetryPolicy
 from billing.domain.errors import GatewayAuthenticationFailed, InvalidArgument
 from billing.domain.invoices import InvoiceStatus
 from billing.domain.money import Money
-from billing.domain.payments import DeclineKind, ErrorCode, PaymentAttempt, PaymentStatus
+from billing.domain.payments import (
+    DeclineKind,
+    ErrorCode,
+    PaymentAttempt,
+    PaymentStatus,
+    RefundStatus,
+)
 from billing.domain.subscriptions import SubscriptionStatus
 from billing.engine import Engine
 from billing.ports import Capability, Notification
@@ -194,6 +200,23 @@ def test_a_refund_gives_the_money_back(world: World):
     assert rest.status.value == "succeeded"
     assert rest.reference
     assert "payment.refunded" in world.event_names()
+
+
+def test_a_lost_refund_answer_is_reconciled_into_one_refund(world: World):
+    subscription = world.subscribe("c1")
+    [payment] = world.payments(subscription)
+    world.sim.lose_next_refund_answer()
+    lost = world.engine.refund(payment.id)
+    assert lost.status is RefundStatus.UNKNOWN, "the gateway refunded; its answer was lost"
+    assert "payment.refunded" not in world.event_names()
+
+    world.clock.set(START + LATER)
+    assert world.engine.reconcile().refund_checks == 1
+    [refund] = world.engine.refunds(payment.id)
+    # a second refund of the whole charge would be refused: this is the first one, found again
+    assert (refund.id, refund.status) == (lost.id, RefundStatus.SUCCEEDED)
+    assert refund.reference
+    assert world.event_names().count("payment.refunded") == 1
 
 
 def test_a_lost_answer_is_reconciled_into_exactly_one_charge(world: World):
