@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, func, select
@@ -23,21 +25,33 @@ WORKERS = 4
 
 
 def _populate(database_url: str) -> datetime:
-    """2,000 subscriptions that started a minute after an instant a day ago: all due now."""
+    """2,000 subscriptions that started a minute after an instant a day ago: all due now.
+
+    The subscriptions are made by two processes at once (one per core), through the engine.
+    """
     then = datetime.now(UTC) - timedelta(days=1)
     with open_engine(database_url, clock=ManualClock(then), gateways=[FakeGateway()]) as engine:
         engine.create_plan(Plan.of(code="oro", name="Plan Oro", price="10000", currency="CLP"))
         for c in range(CUSTOMERS):
             engine.create_customer(customer_id=f"c{c}", timezone="America/Santiago")
             engine.add_payment_method(f"c{c}", gateway="fake", token=f"tok_c{c}")
-        for s in range(SUBSCRIPTIONS):
+    halves = [(database_url, then, part, SUBSCRIPTIONS, 2) for part in range(2)]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_subscribe, halves))
+    return then
+
+
+def _subscribe(job: tuple[str, datetime, int, int, int]) -> None:
+    """Subscriptions ``first``, ``first + step``, ... below ``stop`` (in a pool process)."""
+    database_url, then, first, stop, step = job
+    with open_engine(database_url, clock=ManualClock(then), gateways=[FakeGateway()]) as engine:
+        for s in range(first, stop, step):
             engine.subscribe(
                 f"c{s % CUSTOMERS}",
                 "oro",
                 subscription_id=f"s{s}",
                 start=then + timedelta(minutes=1),
             )
-    return then
 
 
 def test_four_workers_charge_each_of_two_thousand_subscriptions_exactly_once(database_url):

@@ -22,6 +22,7 @@ from billing.domain.proration import ProrationUnit, quote, remaining_fraction
 
 MICROSECOND = timedelta(microseconds=1)
 TEN_YEARS = timedelta(days=3653)
+MOST_BOUNDARIES = 400
 FIRST = datetime(2012, 1, 1)
 LAST = datetime(2040, 12, 31, 23, 59, 59, 999999)
 
@@ -44,9 +45,11 @@ def calendars(draw: st.DrawFn) -> BillingCalendar:
 
 
 def ten_years_of_boundaries(calendar: BillingCalendar) -> list[datetime]:
-    """Boundaries 0, 1, ... up to the first one at least ten years after the anchor."""
+    """Boundaries 0, 1, ... up to the first one at least ten years after the anchor, or the
+    first :data:`MOST_BOUNDARIES` of them: over a year of daily periods, so every DST change
+    of the year is crossed, without walking 3,653 days for each drawn daily calendar."""
     bounds = [calendar.boundary(0)]
-    while bounds[-1] < calendar.anchor + TEN_YEARS:
+    while bounds[-1] < calendar.anchor + TEN_YEARS and len(bounds) <= MOST_BOUNDARIES:
         bounds.append(calendar.boundary(len(bounds)))
         assert bounds[-2] < bounds[-1]  # strictly increasing (and so the loop ends)
     return bounds
