@@ -9,7 +9,21 @@ Openpay; :func:`fake_app` serves a default one (the ``billing.fake_gateways`` en
 ``docs/adapters/openpay.md``.
 """
 
-from adapters.openpay.fake import FakeOpenpay, create_app, fake_app
+from typing import Any
+
 from adapters.openpay.gateway import OpenpayGateway, from_environment
+
+_FAKE = frozenset({"FakeOpenpay", "create_app", "fake_app"})
+
+
+def __getattr__(attribute: str) -> Any:
+    """The fake server's names, imported on first use: a worker that only charges through the
+    adapter never loads starlette or uvicorn."""
+    if attribute in _FAKE:
+        from adapters.openpay import fake
+
+        return getattr(fake, attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
 
 __all__ = ["FakeOpenpay", "OpenpayGateway", "create_app", "fake_app", "from_environment"]

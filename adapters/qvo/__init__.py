@@ -8,7 +8,21 @@ entry point). :class:`FakeQvo` and :func:`create_app` are a faithful local stand
 ``docs/adapters/qvo.md``.
 """
 
-from adapters.qvo.fake import FakeQvo, create_app, fake_app
+from typing import Any
+
 from adapters.qvo.gateway import QvoGateway, from_environment
+
+_FAKE = frozenset({"FakeQvo", "create_app", "fake_app"})
+
+
+def __getattr__(attribute: str) -> Any:
+    """The fake server's names, imported on first use: a worker that only charges through the
+    adapter never loads starlette or uvicorn."""
+    if attribute in _FAKE:
+        from adapters.qvo import fake
+
+        return getattr(fake, attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
 
 __all__ = ["FakeQvo", "QvoGateway", "create_app", "fake_app", "from_environment"]
