@@ -209,12 +209,7 @@ class OpenpayGateway:
         try:
             return self._exchange(operation, method, path, body=body, params=params)
         except NeverSent as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"{operation}: the request never reached Openpay",
-                retryable=True,
-            ) from exc
+            raise self._unavailable(f"{operation}: the request never reached Openpay") from exc
         except OutcomeUnknown as exc:
             raise GatewayError(
                 self._name,
@@ -243,6 +238,12 @@ class OpenpayGateway:
         error = answer.error()
         return replace(error, description=self._safe(error.description))
 
+    def _unavailable(self, message: str, *, retryable: bool = True) -> GatewayError:
+        """Openpay failed, or answered something unreadable: the operation may have happened."""
+        return GatewayError(
+            self._name, ErrorCode.GATEWAY_UNAVAILABLE.value, message, retryable=retryable
+        )
+
     def _safe(self, text: str) -> str:
         """Gateway text with card numbers masked and our key removed, should Openpay echo it."""
         return wire.scrub(text).replace(self._key.reveal(), "***")
@@ -252,11 +253,8 @@ class OpenpayGateway:
         if not answer.ok:
             raise self._failure(operation, self._error_of(answer))
         if not isinstance(answer.body, Mapping):
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"{operation}: Openpay answered HTTP {answer.status} without a JSON object",
-                retryable=True,
+            raise self._unavailable(
+                f"{operation}: Openpay answered HTTP {answer.status} without a JSON object"
             )
         return answer.body
 
@@ -269,11 +267,8 @@ class OpenpayGateway:
             if not answer.ok:
                 raise self._failure(operation, self._error_of(answer))
             if not isinstance(answer.body, list):
-                raise GatewayError(
-                    self._name,
-                    ErrorCode.GATEWAY_UNAVAILABLE.value,
-                    f"{operation}: Openpay answered a list request without a JSON array",
-                    retryable=True,
+                raise self._unavailable(
+                    f"{operation}: Openpay answered a list request without a JSON array"
                 )
             yield answer.body
             if len(answer.body) < PAGE:
@@ -304,11 +299,7 @@ class OpenpayGateway:
     def _id(self, data: Mapping[str, Any], operation: str) -> str:
         value = data.get("id")
         if not isinstance(value, str) or not value:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"{operation}: Openpay's answer has no id",
-            )
+            raise self._unavailable(f"{operation}: Openpay's answer has no id", retryable=False)
         return value
 
     def attach_payment_method(self, request: AttachRequest) -> StoredMethod:
@@ -326,9 +317,7 @@ class OpenpayGateway:
         try:
             return wire.stored_method(card)
         except ValueError as exc:
-            raise GatewayError(
-                self._name, ErrorCode.GATEWAY_UNAVAILABLE.value, f"attach_payment_method: {exc}"
-            ) from exc
+            raise self._unavailable(f"attach_payment_method: {exc}", retryable=False) from exc
 
     def _find_card(self, customer_reference: str | None, token: str) -> StoredMethod | None:
         """The stored card a token stood for: the token's masked data against each card's."""
@@ -452,12 +441,7 @@ class OpenpayGateway:
                 "refund", "POST", f"{path}/refund", body=wire.refund_body(request.idempotency_key)
             )
         except NeverSent as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                "refund: the request never reached Openpay",
-                retryable=True,
-            ) from exc
+            raise self._unavailable("refund: the request never reached Openpay") from exc
         except OutcomeUnknown:
             return RefundResult(
                 status=RefundStatus.UNKNOWN, message="Openpay did not answer the refund"
