@@ -18,6 +18,7 @@ from billing.domain.dunning import RetryPolicy as RetryPolicy
 from billing.domain.errors import AlreadyExists as AlreadyExists
 from billing.domain.errors import BillingError as BillingError
 from billing.domain.errors import ConcurrentUpdate as ConcurrentUpdate
+from billing.domain.errors import CurrencyExponentChanged as CurrencyExponentChanged
 from billing.domain.errors import CurrencyMismatch as CurrencyMismatch
 from billing.domain.errors import ExchangeRateNotFound as ExchangeRateNotFound
 from billing.domain.errors import FloatNotAllowed as FloatNotAllowed
@@ -32,8 +33,10 @@ from billing.domain.errors import NotFound as NotFound
 from billing.domain.errors import PlanChangeNotAllowed as PlanChangeNotAllowed
 from billing.domain.errors import PlanUnavailable as PlanUnavailable
 from billing.domain.errors import SchemaNotReady as SchemaNotReady
+from billing.domain.errors import StorageError as StorageError
 from billing.domain.errors import UnknownCurrency as UnknownCurrency
 from billing.domain.errors import UnknownTimezone as UnknownTimezone
+from billing.domain.events import CreditSource as CreditSource
 from billing.domain.exchange import ExchangeRate as ExchangeRate
 from billing.domain.exchange import ExchangeRates as ExchangeRates
 from billing.domain.exchange import TableExchangeRates as TableExchangeRates
@@ -46,6 +49,8 @@ from billing.domain.invoices import LineKind as LineKind
 from billing.domain.ledger import CreditBalance as CreditBalance
 from billing.domain.ledger import DebtItem as DebtItem
 from billing.domain.ledger import DebtKind as DebtKind
+from billing.domain.ledger import FinalDebt as FinalDebt
+from billing.domain.ledger import HeldCredit as HeldCredit
 from billing.domain.money import Currency as Currency
 from billing.domain.money import Money as Money
 from billing.domain.money import Rounding as Rounding
@@ -72,20 +77,27 @@ from billing.engine import Engine as Engine
 from billing.ports import Capability as Capability
 from billing.ports import Clock as Clock
 from billing.ports import PaymentGateway as PaymentGateway
+from billing.services.audit import AuditReport as AuditReport
+from billing.services.audit import Books as Books
+from billing.services.audit import Finding as Finding
 from billing.services.notifications import NotificationReceipt as NotificationReceipt
 from billing.services.notifications import NotificationStatus as NotificationStatus
 
 __all__ = [
     "AfterRetries",
     "AlreadyExists",
+    "AuditReport",
     "BillingCalendar",
     "BillingError",
+    "Books",
     "Capability",
     "CardEnrollment",
     "Clock",
     "ConcurrentUpdate",
     "CreditBalance",
+    "CreditSource",
     "Currency",
+    "CurrencyExponentChanged",
     "CurrencyMismatch",
     "Customer",
     "DebtItem",
@@ -97,9 +109,12 @@ __all__ = [
     "ExchangeRate",
     "ExchangeRateNotFound",
     "ExchangeRates",
+    "FinalDebt",
+    "Finding",
     "FloatNotAllowed",
     "GatewayAuthenticationFailed",
     "GatewayError",
+    "HeldCredit",
     "IdempotencyConflict",
     "IllegalTransition",
     "Interval",
@@ -138,6 +153,7 @@ __all__ = [
     "RetryPolicy",
     "Rounding",
     "SchemaNotReady",
+    "StorageError",
     "Subscription",
     "SubscriptionStatus",
     "SystemClock",

@@ -6,12 +6,16 @@ import os
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from billing.clock import SystemClock
 from billing.config import Settings
+from billing.domain.errors import StorageError
 from billing.domain.exchange import ExchangeRates
 from billing.engine import Engine
 from billing.ports import Clock, PaymentGateway
 from billing.services.hooks import Hooks
+from billing.store import currencies
 from billing.store.database import connect, require_schema, upgrade
 from billing.store.unit_of_work import Store
 
@@ -49,7 +53,9 @@ def open_engine(
 
     The database's schema must be at the engine's revision; ``migrate=True`` upgrades it first
     (as ``billing migrate`` does), otherwise a missing or older schema raises
-    :class:`~billing.domain.errors.SchemaNotReady` naming the command to run.
+    :class:`~billing.domain.errors.SchemaNotReady` naming the command to run. A database that
+    stores a currency with another exponent than this engine's raises
+    :class:`~billing.domain.errors.CurrencyExponentChanged`, naming the conversion to run.
     """
     settings = settings or Settings.from_env()
     engine = connect(database_url or settings.database_url)
@@ -57,11 +63,15 @@ def open_engine(
         if migrate:
             upgrade(engine)
         require_schema(engine)
+        recorded = currencies.verify(engine)
+    except SQLAlchemyError as exc:  # unreachable, refused: never a driver's exception
+        engine.dispose()
+        raise StorageError(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]) from exc
     except BaseException:
         engine.dispose()
         raise
     return Engine(
-        Store(engine, invoice_prefix=settings.invoice_prefix),
+        Store(engine, invoice_prefix=settings.invoice_prefix, recorded=recorded),
         clock=clock or SystemClock(),
         gateways=discover_gateways() if gateways is None else gateways,
         owns_gateways=gateways is None,

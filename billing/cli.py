@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,17 +14,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from sqlalchemy import Engine
 
 from billing import __version__
 from billing.bootstrap import open_engine
 from billing.config import Settings
 from billing.domain import _checks
-from billing.domain.errors import BillingError
+from billing.domain.currencies import EXPONENTS
+from billing.domain.errors import BillingError, SchemaNotReady
 from billing.domain.periods import BillingCalendar, Interval
 from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scenario
 from billing.services.dispatch import Handlers
-from billing.store.database import connect, current_revision, shown, upgrade
+from billing.store import currencies
+from billing.store.database import connect, current_revision, head_revision, shown, upgrade
 from billing.worker import Worker, configure_logging
 
 app = typer.Typer(
@@ -160,7 +165,7 @@ def worker(
         registry = _load(handlers) if handlers else None
         engine = open_engine(settings=settings)
     except (BillingError, ImportError, AttributeError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(code=2) from None
     with engine:
         runner = Worker(engine, handlers=registry)
@@ -171,6 +176,11 @@ def worker(
         runner.run()
 
 
+def _error(message: str) -> None:
+    """One line on stderr, never wrapped, so a path or a field name stays whole."""
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}")
+
+
 def _load(spec: str) -> Handlers:
     module_name, _, attribute = spec.partition(":")
     if not attribute:
@@ -179,6 +189,75 @@ def _load(spec: str) -> Handlers:
     if not isinstance(value, Mapping):
         raise AttributeError(f"{spec} must be a mapping of event names to handler lists")
     return value
+
+
+currencies_app = typer.Typer(
+    help="The exponent a database stores each currency's amounts with.", no_args_is_help=True
+)
+app.add_typer(currencies_app, name="currencies")
+
+
+@currencies_app.command("show")
+def currencies_show(database_url: DatabaseUrl = None) -> None:
+    """List each currency the database holds: the exponent it was stored with, and this engine's.
+
+    A difference makes the engine refuse the database until `billing currencies rescale` converts
+    that currency's amounts.
+    """
+    url = database_url or Settings.from_env().database_url
+    with _database(url) as engine:
+        stored = currencies.recorded(engine)
+    table = Table(title=f"Currencies stored in {shown(url)}")
+    for column in ("currency", "stored with", "this engine", ""):
+        table.add_column(column)
+    for code, exponent in stored.items():
+        ours = EXPONENTS.get(code)
+        status = "ok" if ours == exponent else "[red]needs `billing currencies rescale`[/red]"
+        table.add_row(code, str(exponent), str(ours), status)
+    Console().print(table)
+
+
+@currencies_app.command("rescale")
+def currencies_rescale(
+    code: Annotated[str, typer.Argument(help="The currency to convert, such as COP.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Convert every stored amount of a currency to this engine's exponent, in one transaction.
+
+    COP stored with 2 decimals becomes whole pesos (divided by 100). Refused, changing nothing,
+    if an amount has digits the new exponent cannot hold.
+    """
+    url = database_url or Settings.from_env().database_url
+    with _database(url) as engine:
+        try:
+            done = currencies.rescale(engine, code.strip().upper())
+        except BillingError as exc:
+            _error(str(exc))
+            raise typer.Exit(code=2) from None
+    if done.stored == done.exponent:
+        typer.echo(f"{done.code} is already stored with {done.exponent} decimals: nothing to do")
+    else:
+        typer.echo(
+            f"{done.code}: {done.amounts} amount(s) converted from {done.stored} to "
+            f"{done.exponent} decimals"
+        )
+
+
+@contextmanager
+def _database(url: str) -> Iterator[Engine]:
+    """A connection to a migrated database, or a message and exit 2."""
+    try:
+        engine = connect(url)
+        if current_revision(engine) != head_revision():
+            engine.dispose()
+            raise SchemaNotReady(shown(url), current_revision(engine), head_revision())
+    except BillingError as exc:
+        _error(str(exc))
+        raise typer.Exit(code=2) from None
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 scenario_app = typer.Typer(help="Replay declarative billing histories.", no_args_is_help=True)
@@ -201,15 +280,15 @@ def scenario_run(
     """
     logging.getLogger("billing").setLevel(logging.WARNING)
     logging.getLogger("adapters").setLevel(logging.ERROR)  # lost answers are the scenario's
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         scenario = read_scenario(file)
         report = run_scenario(scenario, database_url=database_url)
     except OSError as exc:
-        err.print(f"[red]error:[/red] {file}: {exc.strerror or exc}")
+        _error(f"{file}: {exc.strerror or exc}")
         raise typer.Exit(code=2) from None
     except (ScenarioError, BillingError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(code=2) from None
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
@@ -217,7 +296,7 @@ def scenario_run(
         _print_report(report)
     failed = mismatches(report, scenario.expect) if scenario.expect else []
     for problem in failed:
-        err.print(f"[red]unexpected:[/red] {problem}")
+        err.print(f"[red]unexpected:[/red] {escape(problem)}")
     if failed:
         raise typer.Exit(code=1)
     if scenario.expect and not as_json:
@@ -251,17 +330,16 @@ def fake_gateways_serve(
     """
     from billing.testing.asgi import mounted, run  # starlette and uvicorn load only here
 
-    err = Console(stderr=True)
     installed = {entry.name: entry for entry in entry_points(group=FAKE_GATEWAYS)}
     chosen = gateway or sorted(installed)
     unknown = [name for name in chosen if name not in installed]
     if unknown or not chosen:
         known = ", ".join(sorted(installed)) or "none"
-        err.print(f"[red]error:[/red] --gateway: must be one of {known} (got {unknown})")
+        _error(f"--gateway: must be one of {known} (got {unknown})")
         raise typer.Exit(code=2)
     apps = {name: installed[name].load()() for name in chosen}
     for name in apps:
-        err.print(f"{name}: http://{host}:{port}/{name}")
+        typer.echo(f"{name}: http://{host}:{port}/{name}", err=True)
     run(mounted(apps), host, port)
 
 
@@ -292,6 +370,19 @@ def _print_report(report: dict[str, Any]) -> None:
             payment["error_code"] or "",
         )
     console.print(payments)
+    if report["refunds"]:
+        refunds = Table(title="Refunds")
+        for column in ("at", "invoice", "attempt", "amount", "status"):
+            refunds.add_column(column)
+        for refund in report["refunds"]:
+            refunds.add_row(
+                refund["at"][:16],
+                refund["invoice"],
+                str(refund["attempt"]),
+                f"{refund['amount']} {refund['currency']}",
+                refund["status"],
+            )
+        console.print(refunds)
     subscriptions = Table(title="Subscriptions")
     for column in ("ref", "plan", "status", "current period", "debt"):
         subscriptions.add_column(column)

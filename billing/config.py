@@ -40,6 +40,12 @@ class Settings:
     """How often the worker looks for due work."""
     dispatch_seconds: float = 2.0
     """How often the worker delivers events to the host's handlers."""
+    final_debt: str = "invoice"
+    """What becomes of a subscription's debt when it stops: ``invoice`` (a final invoice, the
+    default) or ``write_off`` (dropped, with a ``subscription.debt_written_off`` event)."""
+    refunds_return_credit: bool = True
+    """Whether refunding a payment in full also gives back the credit its invoice used (QVO
+    refunds "the full amount paid and the corresponding credits")."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "threads"):
@@ -56,6 +62,11 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise InvalidArgument(name, "must be a number of seconds > 0", value)
+        if self.final_debt not in ("invoice", "write_off"):
+            raise InvalidArgument("final_debt", "must be invoice or write_off", self.final_debt)
+        if not isinstance(self.refunds_return_credit, bool):
+            rule = "must be true or false"
+            raise InvalidArgument("refunds_return_credit", rule, self.refunds_return_credit)
 
     @property
     def lease(self) -> timedelta:
@@ -85,6 +96,11 @@ class Settings:
 
 
 def _parse(name: str, raw: str, kind: object) -> object:
+    if kind in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise InvalidArgument(f"BILLING_{name.upper()}", "must be true or false", raw)
+        return lowered in ("true", "1", "yes")
     try:
         if kind in (int, "int"):
             return int(raw)

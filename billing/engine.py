@@ -24,10 +24,11 @@ from billing.domain.money import Currency, Money
 from billing.domain.payments import PaymentAttempt, Refund
 from billing.domain.plan_changes import PlanChange
 from billing.domain.proration import ProrationBehavior, ProrationUnit
-from billing.domain.subscriptions import Subscription, cancel, pause, resume
+from billing.domain.subscriptions import Subscription, pause, resume
 from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
 from billing.services import customers, notifications, payment_methods, refunds, subscriptions
+from billing.services.audit import AuditReport, audit
 from billing.services.billing_run import RunReport, run_due
 from billing.services.context import Context, log, once
 from billing.services.dispatch import DispatchReport, Handlers, dispatch
@@ -92,6 +93,12 @@ class Engine:
     @property
     def settings(self) -> Settings:
         return self._ctx.settings
+
+    @property
+    def store(self) -> Store:
+        """The engine's database; ``store.engine`` is its SQLAlchemy engine, for reading the
+        tables directly (in tests, reports). Change them only through the engine."""
+        return self._ctx.store
 
     @property
     def worker(self) -> str:
@@ -406,7 +413,12 @@ class Engine:
         at_period_end: bool = True,
         idempotency_key: str | None = None,
     ) -> Subscription:
-        """Cancel at the end of the current period (the default) or now."""
+        """Cancel at the end of the current period (the default) or now.
+
+        Open invoices go on being collected; the subscription's debt is invoiced on a final
+        invoice (or written off, with ``Settings.final_debt = "write_off"``). A subscription can
+        always be canceled, even when what is due cannot be billed.
+        """
         arguments = {"subscription_id": subscription_id, "at_period_end": at_period_end}
         return once(
             self._ctx,
@@ -414,13 +426,8 @@ class Engine:
             "cancel",
             arguments,
             Subscription,
-            lambda claim: subscriptions.command(
-                self._ctx,
-                claim,
-                subscription_id,
-                lambda tx, subscription, at: cancel(
-                    subscription, at=at, at_period_end=at_period_end
-                ),
+            lambda claim: subscriptions.cancel(
+                self._ctx, claim, subscription_id, at_period_end=at_period_end
             ),
         )
 
@@ -575,6 +582,14 @@ class Engine:
         if when > current:
             raise InvalidArgument("now", "must not be later than the engine's clock", when)
         return when
+
+    def audit(self) -> AuditReport:
+        """Check the books against every money rule, from the database alone; changes nothing.
+
+        The report has each customer's totals per currency and a finding per broken rule (see
+        :mod:`billing.services.audit`); ``report.balanced`` is true when there is none.
+        """
+        return audit(self._ctx)
 
     def next_run_at(self) -> datetime | None:
         """The earliest instant at which the engine has work, or ``None``."""

@@ -240,6 +240,13 @@ class PaymentGateway(Protocol):
         """What this gateway can do."""
         ...
 
+    @property
+    def currencies(self) -> frozenset[str]:
+        """The ISO 4217 codes it charges in (QVO: ``CLP``; Openpay: ``MXN`` and ``USD``). The
+        engine refuses a subscription whose invoices its customer's gateway cannot charge, and
+        never sends it a charge in another currency."""
+        ...
+
     def register_customer(self, request: CustomerRequest) -> str:
         """Create the customer at the gateway and return the gateway's id for it
         (:attr:`Capability.CUSTOMERS`)."""

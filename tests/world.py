@@ -94,6 +94,11 @@ class World:
     def change_plan(
         self, plan: Plan, behavior: ProrationBehavior = ProrationBehavior.CARRY_DEBT
     ) -> PlanChange:
+        unpaid = [
+            invoice.id
+            for invoice in self.invoices.values()
+            if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+        ]
         change = change_plan(
             self.sub,
             plan,
@@ -102,12 +107,14 @@ class World:
             unit=self.unit,
             rates=self.rates,
             credit=self.balance,
+            unpaid=unpaid,
         )
         self.apply(change.outcome, self.now)
         return change
 
     def cancel(self, at_period_end: bool = True) -> None:
-        self.apply(cancel(self.sub, at=self.now, at_period_end=at_period_end), self.now)
+        outcome = cancel(self.sub, at=self.now, at_period_end=at_period_end, credit=self.balance)
+        self.apply(outcome, self.now)
 
     def pause(self, resume_at: datetime | None = None) -> None:
         self.apply(pause(self.sub, at=self.now, resume_at=resume_at), self.now)
@@ -171,9 +178,15 @@ class World:
             self.apply(payment_succeeded(self.sub, invoice, at=at), at)
         elif result.status is PaymentStatus.FAILED:
             assert result.decline is not None
-            self.apply(
-                payment_failed(self.sub, invoice, attempt=number, decline=result.decline, at=at), at
+            outcome = payment_failed(
+                self.sub,
+                invoice,
+                attempt=number,
+                decline=result.decline,
+                at=at,
+                credit=self.balance,
             )
+            self.apply(outcome, at)
 
     # -- reading --------------------------------------------------------------------------
     def issued(self) -> list[Invoice]:

@@ -107,6 +107,8 @@ class OpenpayGateway:
     )
     """No ``PARTIAL_REFUNDS``: the document's refund has no amount, it returns the whole charge
     (§7.7). No ``SIGNED_NOTIFICATIONS``: Openpay signs nothing. No enrollment pages or redirects."""
+    currencies: frozenset[str] = frozenset(wire.CURRENCIES)
+    """A charge's ``currency`` is ``MXN`` or ``USD``, nothing else (§3.4)."""
 
     def __init__(
         self,

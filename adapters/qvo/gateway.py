@@ -121,6 +121,11 @@ class QvoGateway:
         return self._name
 
     @property
+    def currencies(self) -> frozenset[str]:
+        """QVO charges in Chilean pesos only (its amounts are integer pesos)."""
+        return frozenset({"CLP"})
+
+    @property
     def capabilities(self) -> frozenset[Capability]:
         """Customers, Oneclick enrollment, stored-card charges, full refunds, webhooks."""
         return frozenset(

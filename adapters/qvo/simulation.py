@@ -35,7 +35,17 @@ OUTCOMES: dict[Behavior, Outcome] = {
     Behavior.PAY_LATE: "pay_late",
     Behavior.NEVER_PAY: "waiting_response",
 }
-"""Each behavior as the fake's standing rule for a card."""
+"""Each behavior as the fake's standing rule for a card. QVO charges stored cards without the
+customer: it has no payment links (``pay_by_link``, ``link_expires``)."""
+
+
+def _outcome(behavior: Behavior) -> Outcome:
+    outcome = OUTCOMES.get(Behavior(behavior))
+    if outcome is None:
+        known = ", ".join(b.value for b in OUTCOMES)
+        rule = f"must be one QVO card charges can show ({known}): QVO sends no payment links"
+        raise InvalidArgument("payment", rule, Behavior(behavior).value)
+    return outcome
 
 
 class QvoSimulation:
@@ -81,11 +91,11 @@ class QvoSimulation:
         self._customers[customer_id] = inscription["customer_id"]
         card = inscription["card"]["id"]
         self._cards.setdefault(customer_id, []).append(card)
-        self.fake.rules.always(card, OUTCOMES[behavior])
+        self.fake.rules.always(card, _outcome(behavior))
 
     def script(self, customer_id: str, behavior: Behavior) -> None:
         for card in self._cards.get(customer_id, []):
-            self.fake.rules.always(card, OUTCOMES[behavior])
+            self.fake.rules.always(card, _outcome(behavior))
 
     def charges_taken(self, customer_id: str) -> int:
         return sum(

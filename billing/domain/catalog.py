@@ -7,6 +7,7 @@ from datetime import date
 from enum import StrEnum
 
 from billing.domain import _checks
+from billing.domain.currencies import UNITS_OF_ACCOUNT
 from billing.domain.dunning import RetryPolicy
 from billing.domain.errors import InvalidArgument
 from billing.domain.exchange import ExchangeRates, convert
@@ -29,7 +30,10 @@ class Plan:
 
     ``price`` is in the currency the plan is priced in; ``charge_currency`` is the one invoices and
     charges use. They differ for a plan priced in UF (``CLF``) and charged in pesos (``CLP``): each
-    invoice converts the price at the rate of its date.
+    invoice converts the price at the rate of its date. A plan priced in a unit of account (UF and
+    the other ISO 4217 fund codes, :data:`~billing.domain.currencies.UNITS_OF_ACCOUNT`) charges in
+    the currency that unit is paid in unless ``charge_currency`` says otherwise: no gateway takes
+    UF.
     """
 
     code: str
@@ -58,6 +62,13 @@ class Plan:
         PlanStatus(self.status)
         if not isinstance(self.retry_policy, RetryPolicy):
             raise InvalidArgument("retry", "must be a RetryPolicy", self.retry_policy)
+        if self.charge_currency is not None and not isinstance(self.charge_currency, Currency):
+            raise InvalidArgument("charge_currency", "must be a Currency", self.charge_currency)
+        paid_in = UNITS_OF_ACCOUNT.get(self.price.currency.code)
+        if self.charge_currency is None and paid_in is not None:
+            object.__setattr__(self, "charge_currency", Currency.of(paid_in))
+        elif self.charge_currency == self.price.currency and paid_in is None:
+            object.__setattr__(self, "charge_currency", None)
 
     @classmethod
     def of(

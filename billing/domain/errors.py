@@ -7,7 +7,7 @@ input also derive from the built-in exception a Python programmer would expect (
     BillingError
     ├── InvalidArgument (ValueError)          an argument breaks a rule: names the field and rule
     │   ├── FloatNotAllowed (TypeError)       money or a rate given as a float
-    │   ├── UnknownCurrency                   not an ISO 4217 code known to CLDR
+    │   ├── UnknownCurrency                   not an ISO 4217 code the engine knows
     │   ├── NaiveDatetime                     an instant without a timezone
     │   ├── UnknownTimezone                   not an IANA timezone name
     │   ├── PlanUnavailable                   an inactive plan asked to take a new subscription
@@ -21,6 +21,8 @@ input also derive from the built-in exception a Python programmer would expect (
     ├── IdempotencyConflict                   a reused idempotency key with different arguments
     ├── ConcurrentUpdate                      someone else changed the record first; retry
     ├── SchemaNotReady                        the database is missing tables or migrations
+    ├── CurrencyExponentChanged               stored money was written with another exponent
+    ├── StorageError                          the database failed (unreachable, a broken rule)
     └── GatewayError                          a gateway refused or failed an operation
         └── GatewayAuthenticationFailed       the gateway refused our credentials
 
@@ -57,7 +59,7 @@ class FloatNotAllowed(InvalidArgument, TypeError):
 
 
 class UnknownCurrency(InvalidArgument):
-    """The code is not an ISO 4217 currency known to CLDR (through babel)."""
+    """The code is not an ISO 4217 currency the engine knows (:mod:`billing.domain.currencies`)."""
 
     def __init__(self, code: object, field: str = "currency") -> None:
         super().__init__(field, "must be an ISO 4217 currency code such as CLP, CLF or MXN", code)
@@ -178,6 +180,34 @@ class SchemaNotReady(BillingError):
             f"the database {database} {state}, the engine needs revision {expected}: "
             f"run `billing migrate --database-url {database}`"
         )
+
+
+class CurrencyExponentChanged(BillingError):
+    """The database stores a currency's amounts with another exponent than this engine uses:
+    reading them would rescale every amount. Nothing is read or written until it is migrated."""
+
+    def __init__(self, database: str, code: str, stored: int, engine: int) -> None:
+        self.database = database
+        self.code = code
+        self.stored = stored
+        self.engine = engine
+        factor = 10 ** abs(stored - engine)
+        way = "larger" if engine < stored else "smaller"
+        super().__init__(
+            f"the database {database} stores {code} amounts with {stored} decimal places and "
+            f"this engine uses {engine}: read as they are, they would come out {factor} times "
+            f"{way}. Convert them with `billing currencies rescale {code} --database-url "
+            f"{database}` (it refuses if any amount cannot be expressed with {engine} decimals), "
+            f"or keep an engine version that uses {stored}"
+        )
+
+
+class StorageError(BillingError):
+    """The database failed: it could not be reached, or it refused a write for a reason other
+    than a concurrent change. Nothing of the call was written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"the database failed: {message}")
 
 
 class GatewayError(BillingError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
 from billing.domain.money import Money
@@ -124,7 +124,30 @@ class SubscriptionPlanChanged(SubscriptionEvent):
     from_plan: str
     to_plan: str
     debt_added: Money
+    """The upgrade's difference carried as debt."""
+    debt_canceled: Money
+    """Debt from earlier changes that this downgrade canceled."""
     credit_granted: Money
+    """Credit given at once for paid, unused time."""
+    credit_held: Money
+    """Credit for unused time held back until the subscription's unpaid invoices are paid."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionDebtInvoiced(SubscriptionEvent):
+    """The subscription's debt left it for the invoice made at the same instant (a renewal, a
+    resume, or the final invoice); ``amount`` is the debt as carried, before any tax."""
+
+    name: ClassVar[str] = "subscription.debt_invoiced"
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionDebtWrittenOff(SubscriptionEvent):
+    """A stopped subscription's debt was written off instead of invoiced (the host's choice)."""
+
+    name: ClassVar[str] = "subscription.debt_written_off"
+    amount: Money
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +177,14 @@ class InvoiceUncollectible(InvoiceEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvoiceVoided(InvoiceEvent):
     name: ClassVar[str] = "invoice.voided"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceAwaitingPaymentMethod(InvoiceEvent):
+    """Retries ran out on an invoice that stays open: it is tried again when the customer's
+    payment method is replaced, and until then it is the host's to collect."""
+
+    name: ClassVar[str] = "invoice.awaiting_payment_method"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,11 +252,43 @@ class RefundFailed(Event):
     code: str | None
 
 
+class CreditSource(StrEnum):
+    """Where credit came from."""
+
+    GRANT = "grant"
+    """Granted by hand (:meth:`billing.Engine.grant_credit`)."""
+    PLAN_CHANGE = "plan_change"
+    """The paid, unused part of a period after a downgrade."""
+    EXCESS = "excess"
+    """Charges that came to less than zero on an invoice."""
+    REFUND = "refund"
+    """Credit an invoice had used, given back when its payment was refunded in full."""
+    OVERPAYMENT = "overpayment"
+    """A payment that arrived for an invoice already settled another way (paid or voided)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreditGranted(Event):
-    """Credit was added to a customer's balance, by hand or by a downgrade."""
+    """Credit was added to a customer's balance."""
 
     name: ClassVar[str] = "credit.granted"
     customer_id: str
     amount: Money
     reason: str
+    source: CreditSource = CreditSource.GRANT
+    subscription_id: str | None = None
+    invoice_id: str | None = None
+    """The invoice the credit comes from, if any (a refunded one, an overpaid one, the one
+    whose payment released held credit)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditForfeited(Event):
+    """Credit held back for unpaid time was dropped: an invoice it waited on was written off or
+    voided, so the time was never paid for."""
+
+    name: ClassVar[str] = "credit.forfeited"
+    customer_id: str
+    subscription_id: str
+    invoice_id: str
+    amount: Money

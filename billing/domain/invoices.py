@@ -80,6 +80,8 @@ class InvoiceReason(StrEnum):
     """The rest of a period after a pause or a reactivation."""
     PLAN_CHANGE = "plan_change"
     """A plan change invoiced at once."""
+    FINAL = "final"
+    """What a subscription still owed (its debt) when it stopped."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,8 +3,9 @@
 The rules, each pinned by a test:
 
 * amounts are exact: built from ``Decimal``, ``int`` or a decimal string, never from a float;
-* a currency's exponent comes from CLDR through babel (CLP 0, MXN 2, COP 2, USD 2, CLF 4), not a
-  hand-kept table;
+* a currency's exponent comes from the engine's pinned table (:mod:`billing.domain.currencies`:
+  CLP 0, COP 0, MXN 2, USD 2, CLF 4), never from whatever library version happens to be
+  installed;
 * arithmetic and comparison happen within one currency only;
 * every rounding names its mode (:class:`Rounding`, half-up unless said otherwise);
 * splitting an amount (:meth:`Money.allocate`, :meth:`Money.split`) never creates or loses a
@@ -19,11 +20,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
-from functools import cache, lru_cache
+from functools import cache
 from typing import TypeAlias
 
-from babel.numbers import get_currency_precision, list_currencies
-
+from billing.domain.currencies import EXPONENTS
 from billing.domain.errors import (
     CurrencyMismatch,
     FloatNotAllowed,
@@ -147,7 +147,7 @@ class Currency:
 
     @classmethod
     def of(cls, code: str | Currency) -> Currency:
-        """The currency for an ISO 4217 code; its exponent comes from CLDR (babel)."""
+        """The currency for an ISO 4217 code, with the engine's exponent for it."""
         if isinstance(code, Currency):
             return code
         return _currency(code)
@@ -158,14 +158,9 @@ class Currency:
 
 @cache
 def _currency(code: object) -> Currency:
-    if not isinstance(code, str) or code not in _KNOWN_CODES():
+    if not isinstance(code, str) or code not in EXPONENTS:
         raise UnknownCurrency(code)
-    return Currency(code=code, exponent=get_currency_precision(code))
-
-
-@lru_cache(maxsize=1)
-def _KNOWN_CODES() -> frozenset[str]:
-    return frozenset(list_currencies())
+    return Currency(code=code, exponent=EXPONENTS[code])
 
 
 @dataclass(frozen=True, slots=True, order=False)

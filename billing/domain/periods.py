@@ -146,6 +146,17 @@ class BillingCalendar:
         """Period ``k``: from boundary ``k`` up to, not including, boundary ``k + 1``."""
         return Period(self.boundary(k), self.boundary(k + 1))
 
+    def billable(self, k: int) -> int:
+        """The first period from ``k`` on that has time in it.
+
+        A period is empty only when the timezone skipped its whole wall-clock span: Samoa
+        (``Pacific/Apia``) skipped December 30, 2011, so a daily period for that day starts and
+        ends at the same instant. Such a period is never billed; the next one is.
+        """
+        while self.boundary(k + 1) <= self.boundary(k):
+            k += 1
+        return k
+
     def index_at(self, at: datetime) -> int:
         """The ``k`` whose period contains ``at`` (negative before the anchor)."""
         at = _checks.aware("at", at)

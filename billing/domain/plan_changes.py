@@ -8,18 +8,25 @@ minus the unused rest of the old one (:func:`billing.domain.proration.quote`). T
   :attr:`ProrationBehavior.INVOICE_NOW` it is invoiced at once, taxed, after the customer's credit;
 * **downgrade** (worth less than zero): the difference first cancels any debt still carried from an
   earlier change; what is left is given to the customer as credit, tax included (the customer paid
-  the tax on it), and taken off the next charges;
+  the tax on it), and taken off the next charges. Credit comes only from time that was paid: while
+  an invoice of the subscription is unpaid (a payment pending, awaiting the customer's action,
+  unknown, or declined and in dunning), the credit is held back until those invoices are paid, and
+  forfeited if one of them is written off or voided (:class:`~billing.domain.ledger.HeldCredit`);
 * ``prorate=False`` on the subscription, or :attr:`ProrationBehavior.NONE`, changes the plan with
   no adjustment.
 
 A change before the first period is billed (scheduled, trialing) swaps the plan with no
 adjustment; the first invoice uses the new plan. The new plan must be active and bill on the same
-interval in the same currency. :func:`change_plan` is pure, so calling it and discarding the result
-is the preview: the lines it returns are exactly those the change makes.
+interval in the same currency. Unused time is credited at the price the period was billed at
+(:attr:`~billing.domain.subscriptions.Subscription.period_price`): for a UF plan, the rate of the
+day it was billed, not the rate of the day of the change. :func:`change_plan` is pure, so calling
+it and discarding the result is the preview: the lines it returns are exactly those the change
+makes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -31,13 +38,19 @@ from billing.domain.errors import (
     PlanChangeNotAllowed,
     PlanUnavailable,
 )
-from billing.domain.events import SubscriptionPlanChanged
+from billing.domain.events import CreditGranted, CreditSource, Event, SubscriptionPlanChanged
 from billing.domain.exchange import ExchangeRates
 from billing.domain.invoices import InvoiceDraft, InvoiceLine, InvoiceReason, compose
-from billing.domain.ledger import DebtItem, DebtKind
+from billing.domain.ledger import DebtItem, DebtKind, HeldCredit
 from billing.domain.money import Money
 from billing.domain.proration import ProrationBehavior, ProrationQuote, ProrationUnit, quote
-from billing.domain.subscriptions import Outcome, Subscription, SubscriptionStatus, require_current
+from billing.domain.subscriptions import (
+    Outcome,
+    Subscription,
+    SubscriptionStatus,
+    excess_credit,
+    require_current,
+)
 
 _S = SubscriptionStatus
 
@@ -52,17 +65,21 @@ class PlanChange:
     """The proration, or ``None`` when the change makes no adjustment."""
     debt_added: Money
     credit_granted: Money
+    """Credit given now for paid, unused time."""
+    credit_held: Money
+    """Credit for unused time held back until the subscription's unpaid invoices are paid."""
     invoice: InvoiceDraft | None = None
     """An invoice to issue now (upgrade with :attr:`ProrationBehavior.INVOICE_NOW`)."""
     credit_change: Money | None = None
     """The net change to the customer's credit balance (granted, or used by the invoice)."""
+    credit_events: tuple[Event, ...] = ()
 
     @property
     def outcome(self) -> Outcome:
         """The change as the uniform result every subscription operation returns."""
         return Outcome(
             subscription=self.subscription,
-            events=(self.event,),
+            events=(self.event, *self.credit_events),
             invoice=self.invoice,
             credit_change=self.credit_change,
         )
@@ -84,10 +101,12 @@ def change_plan(
     unit: ProrationUnit = ProrationUnit.SECOND,
     rates: ExchangeRates | None = None,
     credit: Money | None = None,
+    unpaid: Collection[str] = (),
 ) -> PlanChange:
     """Move ``subscription`` to ``plan`` at ``at``; see the module docstring for the rules.
 
-    ``credit`` is the customer's credit balance, used only by an invoice made at once.
+    ``credit`` is the customer's credit balance, used only by an invoice made at once; ``unpaid``
+    names the subscription's invoices not paid yet (credit for unused time waits for them).
     """
     s = subscription
     at = require_current(s, at)
@@ -117,18 +136,20 @@ def change_plan(
         or not s.prorate
         or behavior is ProrationBehavior.NONE
     ):
-        return _result(s, changed, at, None, zero, zero)
+        return _result(s, changed, at, None)
     day = at.astimezone(s.timezone).date()
+    new_price = plan.price_on(day, rates)
     proration = quote(
         old_name=s.plan.name,
-        old_price=s.plan.price_on(day, rates),
+        old_price=s.period_price if s.period_price is not None else s.plan.price_on(day, rates),
         new_name=plan.name,
-        new_price=plan.price_on(day, rates),
+        new_price=new_price,
         period=period,
         at=at,
         unit=unit,
         timezone=s.timezone,
     )
+    changed = replace(changed, period_price=new_price)
     net = proration.net
     if net.is_positive() and behavior is ProrationBehavior.INVOICE_NOW:
         lines, credit_change = compose(
@@ -145,7 +166,10 @@ def change_plan(
             period=proration.period,
             lines=lines,
         )
-        return _result(s, changed, at, proration, zero, zero, draft, credit_change)
+        excess = excess_credit(s, credit_change, at)
+        return _result(
+            s, changed, at, proration, invoice=draft, credit_change=credit_change, events=excess
+        )
     if net.is_positive():
         debt = DebtItem(
             kind=DebtKind.PRORATION,
@@ -153,11 +177,39 @@ def change_plan(
             description=f"Plan change from {s.plan.name} to {plan.name}",
             period=proration.period,
         )
-        return _result(s, replace(changed, debt=(*s.debt, debt)), at, proration, net, zero)
+        changed = replace(changed, debt=(*s.debt, debt))
+        return _result(s, changed, at, proration, debt_added=net)
     remaining_debt, left = _offset_proration_debt(s.debt, -net)
-    granted = s.tax.gross(left) if s.tax is not None and left.is_positive() else left
+    canceled = -net - left
+    earned = s.tax.gross(left) if s.tax is not None and left.is_positive() else left
     changed = replace(changed, debt=remaining_debt)
-    return _result(s, changed, at, proration, zero, granted, None, granted)
+    description = f"Unused time on {s.plan.name} after the change to {plan.name}"
+    if earned.is_positive() and unpaid:
+        held = HeldCredit(amount=earned, waiting_on=tuple(unpaid), description=description)
+        changed = replace(changed, held_credit=(*s.held_credit, held))
+        return _result(s, changed, at, proration, debt_canceled=canceled, credit_held=earned)
+    granted: tuple[Event, ...] = ()
+    if earned.is_positive():
+        granted = (
+            CreditGranted(
+                at=at,
+                customer_id=s.customer_id,
+                amount=earned,
+                reason=description,
+                source=CreditSource.PLAN_CHANGE,
+                subscription_id=s.id,
+            ),
+        )
+    return _result(
+        s,
+        changed,
+        at,
+        proration,
+        debt_canceled=canceled,
+        credit_granted=earned,
+        credit_change=earned,
+        events=granted,
+    )
 
 
 def _offset_proration_debt(
@@ -181,25 +233,34 @@ def _result(
     after: Subscription,
     at: datetime,
     proration: ProrationQuote | None,
-    debt_added: Money,
-    credit_granted: Money,
+    *,
+    debt_added: Money | None = None,
+    debt_canceled: Money | None = None,
+    credit_granted: Money | None = None,
+    credit_held: Money | None = None,
     invoice: InvoiceDraft | None = None,
     credit_change: Money | None = None,
+    events: tuple[Event, ...] = (),
 ) -> PlanChange:
+    zero = Money.zero(after.plan.billing_currency)
     event = SubscriptionPlanChanged(
         at=at,
         subscription_id=before.id,
         from_plan=before.plan.code,
         to_plan=after.plan.code,
-        debt_added=debt_added,
-        credit_granted=credit_granted,
+        debt_added=debt_added or zero,
+        debt_canceled=debt_canceled or zero,
+        credit_granted=credit_granted or zero,
+        credit_held=credit_held or zero,
     )
     return PlanChange(
         subscription=after,
         event=event,
         quote=proration,
-        debt_added=debt_added,
-        credit_granted=credit_granted,
+        debt_added=debt_added or zero,
+        credit_granted=credit_granted or zero,
+        credit_held=credit_held or zero,
         invoice=invoice,
         credit_change=None if credit_change is None or credit_change.is_zero() else credit_change,
+        credit_events=events,
     )

@@ -22,7 +22,15 @@ States and every allowed move (:data:`TRANSITIONS` is the single source; anythin
 * ``unpaid``: retries ran out; billing stops until the payment method is replaced and the
   outstanding invoice is paid, which reactivates it.
 * ``paused``: billing stopped by request; resuming bills the rest of the period then current.
-* ``canceled`` and ``ended`` are final.
+* ``canceled`` and ``ended`` are final. A final subscription holds no debt: it is invoiced on a
+  final invoice when the subscription stops (or written off, :class:`~billing.domain.ledger.
+  FinalDebt`), and its open invoices go on being collected on their retry schedules.
+
+Every invoice that is declined follows the plan's retry policy until it is paid or the policy
+resolves it. The subscription's status follows the one invoice its dunning is about (the first
+declined while it was active or past due); any other (declined while paused, while another was in
+dunning, or left open when the subscription stopped) is collected on its own schedule in
+:attr:`Subscription.collections`, without changing the status.
 
 Every operation is a pure function: it takes the subscription and ``at`` and returns an
 :class:`Outcome` (the new subscription, the events, and any invoice to issue) without changing
@@ -45,18 +53,24 @@ from billing.domain.customers import Customer
 from billing.domain.dunning import AfterRetries
 from billing.domain.errors import IllegalTransition, InvalidArgument, PlanUnavailable
 from billing.domain.events import (
+    CreditForfeited,
+    CreditGranted,
+    CreditSource,
     Event,
+    InvoiceAwaitingPaymentMethod,
     SubscriptionActivated,
     SubscriptionCanceled,
     SubscriptionCancelScheduled,
     SubscriptionCreated,
+    SubscriptionDebtInvoiced,
+    SubscriptionDebtWrittenOff,
     SubscriptionPastDue,
     SubscriptionPaused,
     SubscriptionResumed,
     SubscriptionUnpaid,
 )
-from billing.domain.invoices import Invoice, InvoiceDraft, InvoiceStatus
-from billing.domain.ledger import DebtItem, DebtKind
+from billing.domain.invoices import Invoice, InvoiceDraft, InvoiceReason, InvoiceStatus, compose
+from billing.domain.ledger import DebtItem, DebtKind, FinalDebt, HeldCredit
 from billing.domain.money import Money
 from billing.domain.payments import DeclineKind
 from billing.domain.periods import BillingCalendar, Period, wall_shift
@@ -105,7 +119,8 @@ class Dunning:
     invoice_id: str
     failed_attempts: int
     retry_at: datetime | None
-    """When the next attempt is due; ``None`` while one is in flight or after retries ran out."""
+    """When the next attempt is due; ``None`` while one is in flight, or once retries ran out and
+    the invoice waits for a new payment method."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,7 +151,15 @@ class Subscription:
     resume_from: datetime | None = None
     """Billing resumes at this instant with the rest of the period then current."""
     dunning: Dunning | None = None
+    """The collection that drives the status (``past_due``, ``unpaid``)."""
+    collections: tuple[Dunning, ...] = ()
+    """Other declined invoices of this subscription, each collected on its own retry schedule."""
     debt: tuple[DebtItem, ...] = ()
+    held_credit: tuple[HeldCredit, ...] = ()
+    """Credit a downgrade earned for time not paid yet (see :class:`HeldCredit`)."""
+    period_price: Money | None = None
+    """The price the current period's plan was billed at, in the charge currency: what unused
+    time is credited at on a plan change (for a UF plan, that day's rate, not the change's)."""
     not_before: datetime | None = None
     """Nothing falls due before this instant: a renewal held back by dunning is billed when the
     dunning ends, not at the period's end that passed meanwhile."""
@@ -167,6 +190,9 @@ class Subscription:
     @property
     def due_at(self) -> datetime | None:
         """When something next falls due for this subscription, or ``None`` if nothing will."""
+        return _earliest(self._status_due(), *(c.retry_at for c in self.collections))
+
+    def _status_due(self) -> datetime | None:
         period = self.current_period
         retry_at = self.dunning.retry_at if self.dunning else None
         match self.status:
@@ -182,7 +208,8 @@ class Subscription:
                 # while a retry is pending, the renewal waits; a cancellation or an end does not
                 waits = self.dunning is not None and not self.cancel_at_period_end
                 ends = period.end == self.ends_at
-                return _earliest(retry_at, None if waits and not ends else period.end)
+                end = _latest(period.end, self.not_before)
+                return _earliest(retry_at, None if waits and not ends else end)
             case _S.PAUSED:
                 return _earliest(self.resume_at, self.ends_at)
             case _S.UNPAID:
@@ -258,11 +285,15 @@ def subscribe(
     ``start`` (the engine makes it at once when ``start`` is now). The trial comes from an explicit
     ``trial_end`` if one is given (one not after ``start`` or ``now`` means no trial), otherwise
     from the plan's trial days, counted on the customer's wall clock. ``cycles`` overrides the
-    plan's default cycle count.
+    plan's default cycle count. A ``start`` in the past is refused.
     """
     _checks.identifier("id", id)
     now = _checks.aware("now", now)
     start = now if start is None else _checks.aware("start", start)
+    if start < now:
+        # QVO: the start must be in the future. A past start would bill (and charge) every
+        # period since then in one call, and skip the checks made for a start now.
+        raise InvalidArgument("start", "must not be in the past (leave it out to start now)", start)
     if not plan.is_active:
         raise PlanUnavailable(plan.code)
     if trial_end is not None:
@@ -302,13 +333,21 @@ def subscribe(
     return Outcome(subscription=subscription, events=(created,))
 
 
-def cancel(subscription: Subscription, *, at: datetime, at_period_end: bool = True) -> Outcome:
+def cancel(
+    subscription: Subscription,
+    *,
+    at: datetime,
+    at_period_end: bool = True,
+    credit: Money | None = None,
+    final_debt: FinalDebt = FinalDebt.INVOICE,
+) -> Outcome:
     """Cancel at the end of the current period (the default) or at once.
 
     A subscription that has no running period (scheduled, paused, unpaid, or past due with its
     renewal held back by dunning) is canceled at once whatever ``at_period_end`` says. A trial
-    canceled at period end stops when the trial ends, without a charge. Canceling stops dunning;
-    an invoice still open stays open, for the host to collect or write off.
+    canceled at period end stops when the trial ends, without a charge. An invoice still open goes
+    on being collected on its retry schedule, and the subscription's debt is invoiced on a final
+    invoice (consuming ``credit``), or written off if ``final_debt`` says so.
     """
     at = require_current(subscription, at)
     if not isinstance(at_period_end, bool):
@@ -327,7 +366,7 @@ def cancel(subscription: Subscription, *, at: datetime, at_period_end: bool = Tr
                 ),
             ),
         )
-    return cancel_now(subscription, at)
+    return cancel_now(subscription, at, credit=credit, final_debt=final_debt)
 
 
 def _period_end(subscription: Subscription) -> datetime | None:
@@ -339,18 +378,82 @@ def _period_end(subscription: Subscription) -> datetime | None:
     return None
 
 
-def cancel_now(subscription: Subscription, at: datetime) -> Outcome:
-    """Cancel at ``at``: billing and dunning stop."""
+def cancel_now(
+    subscription: Subscription,
+    at: datetime,
+    *,
+    credit: Money | None = None,
+    final_debt: FinalDebt = FinalDebt.INVOICE,
+) -> Outcome:
+    """Cancel at ``at``: billing stops; open invoices go on being collected; debt is settled."""
     canceled = replace(
-        move(subscription, _S.CANCELED, "cancel"),
-        canceled_at=at,
-        dunning=None,
-        resume_at=None,
-        resume_from=None,
+        move(subscription, _S.CANCELED, "cancel"), canceled_at=at, resume_at=None, resume_from=None
     )
+    event = SubscriptionCanceled(at=at, subscription_id=subscription.id)
+    return stopped(canceled, at, (event,), credit=credit, final_debt=final_debt)
+
+
+def stopped(
+    subscription: Subscription,
+    at: datetime,
+    events: tuple[Event, ...],
+    *,
+    credit: Money | None,
+    final_debt: FinalDebt,
+) -> Outcome:
+    """The outcome of a subscription that just became final (canceled or ended).
+
+    Its dunning goes on as one of its :attr:`~Subscription.collections`, and its debt is invoiced
+    on a final invoice (after the customer's ``credit``) or written off with an event: a final
+    subscription holds no debt.
+    """
+    s = subscription
+    if s.dunning is not None:
+        s = replace(s, dunning=None, collections=(*s.collections, s.dunning))
+    if not s.debt:
+        return Outcome(subscription=s, events=events)
+    owed = s.debt_total
+    s = replace(s, debt=())
+    if FinalDebt(final_debt) is FinalDebt.WRITE_OFF:
+        written_off = SubscriptionDebtWrittenOff(at=at, subscription_id=s.id, amount=owed)
+        return Outcome(subscription=s, events=(*events, written_off))
+    currency = s.plan.billing_currency
+    lines, credit_change = compose(
+        [item.as_line() for item in subscription.debt],
+        currency=currency,
+        tax=s.tax,
+        credit=credit if credit is not None else Money.zero(currency),
+    )
+    draft = InvoiceDraft(
+        customer_id=s.customer_id,
+        subscription_id=s.id,
+        currency=currency,
+        reason=InvoiceReason.FINAL,
+        period=None,
+        lines=lines,
+    )
+    invoiced = SubscriptionDebtInvoiced(at=at, subscription_id=s.id, amount=owed)
     return Outcome(
-        subscription=canceled,
-        events=(SubscriptionCanceled(at=at, subscription_id=subscription.id),),
+        subscription=s,
+        events=(*events, invoiced, *excess_credit(s, credit_change, at)),
+        invoice=draft,
+        credit_change=None if credit_change.is_zero() else credit_change,
+    )
+
+
+def excess_credit(subscription: Subscription, change: Money, at: datetime) -> tuple[Event, ...]:
+    """The event of charges that came to less than zero on an invoice (moved to credit)."""
+    if not change.is_positive():
+        return ()
+    return (
+        CreditGranted(
+            at=at,
+            customer_id=subscription.customer_id,
+            amount=change,
+            reason=f"charges below zero on subscription {subscription.id}",
+            source=CreditSource.EXCESS,
+            subscription_id=subscription.id,
+        ),
     )
 
 
@@ -410,37 +513,48 @@ def _resume_point(subscription: Subscription, at: datetime) -> datetime | None:
 
 
 def replace_payment_method(subscription: Subscription, *, at: datetime) -> Outcome:
-    """Note a new payment method: an invoice in dunning is retried with it at once.
+    """Note a new payment method: every open invoice of the subscription is retried with it now.
 
-    This is how an ``unpaid`` subscription comes back: the outstanding invoice is retried, and the
-    subscription is reactivated when that payment succeeds.
+    That is the invoice in dunning (this is how an ``unpaid`` subscription comes back: it is
+    reactivated when that payment succeeds) and every other one still being collected, including
+    those waiting for a new payment method and those of a subscription that has stopped.
     """
     at = _checks.aware("at", at)
     dunning = subscription.dunning
-    if subscription.status not in (_S.PAST_DUE, _S.UNPAID) or dunning is None:
+    if dunning is not None and subscription.status in (_S.PAST_DUE, _S.UNPAID):
+        dunning = replace(dunning, retry_at=at)
+    collections = tuple(replace(c, retry_at=at) for c in subscription.collections)
+    if dunning == subscription.dunning and collections == subscription.collections:
         return Outcome(subscription=subscription)
-    return Outcome(subscription=replace(subscription, dunning=replace(dunning, retry_at=at)))
+    return Outcome(subscription=replace(subscription, dunning=dunning, collections=collections))
 
 
 def payment_succeeded(subscription: Subscription, invoice: Invoice, *, at: datetime) -> Outcome:
-    """An invoice of this subscription was paid: it settles, and a past due or unpaid
-    subscription whose dunning it was becomes active again."""
+    """An invoice of this subscription was paid: it settles, credit held for it is released, and
+    a past due or unpaid subscription whose dunning it was becomes active again."""
     _check_invoice(subscription, invoice)
     at = _checks.aware("at", at)
-    paid, events = invoice.pay(at=at)
-    dunning = subscription.dunning
+    paid, invoice_events = invoice.pay(at=at)
+    s = _without_collection(subscription, invoice.id)
+    s, released, release_events = _release_held_credit(s, invoice.id, at)
+    events: list[Event] = [*invoice_events, *release_events]
+    dunning = s.dunning
     collecting_it = dunning is None or dunning.invoice_id == invoice.id
-    if subscription.status not in (_S.PAST_DUE, _S.UNPAID) or not collecting_it:
-        return Outcome(subscription=subscription, events=tuple(events), updated_invoice=paid)
-    resume_from = _resume_point(subscription, at) if subscription.status is _S.UNPAID else None
+    if s.status not in (_S.PAST_DUE, _S.UNPAID) or not collecting_it:
+        return Outcome(
+            subscription=s, events=tuple(events), updated_invoice=paid, credit_change=released
+        )
+    resume_from = _resume_point(s, at) if s.status is _S.UNPAID else None
     active = replace(
-        move(subscription, _S.ACTIVE, "reactivate"),
+        move(s, _S.ACTIVE, "reactivate"),
         dunning=None,
         resume_from=resume_from,
         not_before=at,
     )
-    events.append(SubscriptionActivated(at=at, subscription_id=subscription.id))
-    return Outcome(subscription=active, events=tuple(events), updated_invoice=paid)
+    events.append(SubscriptionActivated(at=at, subscription_id=s.id))
+    return Outcome(
+        subscription=active, events=tuple(events), updated_invoice=paid, credit_change=released
+    )
 
 
 def payment_failed(
@@ -450,73 +564,180 @@ def payment_failed(
     attempt: int,
     decline: DeclineKind,
     at: datetime,
+    credit: Money | None = None,
+    final_debt: FinalDebt = FinalDebt.INVOICE,
 ) -> Outcome:
     """Attempt ``attempt`` on an invoice of this subscription was declined: run the dunning policy.
 
-    A soft decline schedules the next retry (``past_due``); a hard decline, or the last attempt,
-    applies the policy's outcome: ``unpaid`` (the invoice stays open, billing stops),
-    ``canceled`` (the invoice becomes uncollectible) or ``past_due`` (the invoice is voided and its
-    balance becomes debt carried to the next invoice).
+    A soft decline schedules the next retry; a hard decline, or the last attempt, applies the
+    policy's outcome. For the invoice the subscription's dunning is about (the first declined
+    while it was active or past due), the status follows: ``past_due`` while retries are left,
+    then ``unpaid`` (the invoice stays open, billing stops), ``canceled`` (the invoice becomes
+    uncollectible) or ``past_due`` (the invoice is voided and its balance becomes debt carried to
+    the next invoice). Any other invoice is collected on its own schedule without changing the
+    status, and when its retries run out it waits for a new payment method (``unpaid`` policy,
+    with an ``invoice.awaiting_payment_method`` event), is written off (``canceled``), or is
+    voided into debt (``past_due``; written off instead once the subscription has stopped).
+    Credit held for an invoice that is written off or voided is forfeited.
     """
     _check_invoice(subscription, invoice)
     at = _checks.aware("at", at)
     DeclineKind(decline)
-    dunning = subscription.dunning
-    in_dunning = subscription.status in (_S.ACTIVE, _S.PAST_DUE) and (
+    s, dunning = subscription, subscription.dunning
+    if invoice.status is not InvoiceStatus.OPEN:
+        return Outcome(subscription=s)  # settled or written off already: nothing to collect
+    if s.status is _S.UNPAID and dunning is not None and dunning.invoice_id == invoice.id:
+        # a retry with a new payment method failed: it waits for another one
+        return Outcome(subscription=replace(s, dunning=replace(dunning, failed_attempts=attempt)))
+    decision = s.plan.retry_policy.decide(attempt=attempt, decline=decline, failed_at=at)
+    leads = s.status in (_S.ACTIVE, _S.PAST_DUE) and (
         dunning is None or dunning.invoice_id == invoice.id
     )
-    if not in_dunning or invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
-        if subscription.status is _S.UNPAID and dunning is not None:
-            subscription = replace(subscription, dunning=replace(dunning, failed_attempts=attempt))
-        return Outcome(subscription=subscription)
-    decision = subscription.plan.retry_policy.decide(attempt=attempt, decline=decline, failed_at=at)
+    if not leads:
+        return _collection_failed(s, invoice, attempt, decision.retry_at, decision.then, at)
+    s = _without_collection(s, invoice.id)
     events: list[Event] = []
     if not decision.exhausted:
         past_due = replace(
-            move(subscription, _S.PAST_DUE, "retry a payment"),
+            move(s, _S.PAST_DUE, "retry a payment"),
             dunning=Dunning(
                 invoice_id=invoice.id, failed_attempts=attempt, retry_at=decision.retry_at
             ),
         )
-        if subscription.status is not _S.PAST_DUE or dunning is None:
-            events.append(_past_due(subscription, invoice, decision.retry_at, at))
+        if s.status is not _S.PAST_DUE or dunning is None:
+            events.append(_past_due(s, invoice, decision.retry_at, at))
         return Outcome(subscription=past_due, events=tuple(events))
     match decision.then:
         case AfterRetries.UNPAID:
             unpaid = replace(
-                move(subscription, _S.UNPAID, "give up collecting"),
+                move(s, _S.UNPAID, "give up collecting"),
                 dunning=Dunning(invoice_id=invoice.id, failed_attempts=attempt, retry_at=None),
             )
-            events.append(
-                SubscriptionUnpaid(at=at, subscription_id=subscription.id, invoice_id=invoice.id)
-            )
+            events.append(SubscriptionUnpaid(at=at, subscription_id=s.id, invoice_id=invoice.id))
             return Outcome(subscription=unpaid, events=tuple(events))
         case AfterRetries.CANCELED:
             written_off, invoice_events = invoice.mark_uncollectible(at=at)
-            canceled = cancel_now(subscription, at)
-            return Outcome(
-                subscription=canceled.subscription,
-                events=(*invoice_events, *canceled.events),
+            s, forfeited = _forfeit_held_credit(replace(s, dunning=None), invoice.id, at)
+            canceled = cancel_now(s, at, credit=credit, final_debt=final_debt)
+            return replace(
+                canceled,
+                events=(*invoice_events, *forfeited, *canceled.events),
                 updated_invoice=written_off,
             )
         case _:
             voided, invoice_events = invoice.void(at=at)
-            carried = DebtItem(
-                kind=DebtKind.UNPAID,
-                amount=invoice.total,
-                description=f"Unpaid balance of invoice {invoice.number or invoice.id}",
-                period=invoice.period,
-                source=invoice.id,
-            )
+            s, forfeited = _forfeit_held_credit(s, invoice.id, at)
             past_due = replace(
-                move(subscription, _S.PAST_DUE, "carry an unpaid balance"),
+                move(s, _S.PAST_DUE, "carry an unpaid balance"),
                 dunning=None,
-                debt=(*subscription.debt, carried),
+                debt=(*s.debt, _carried(invoice)),
+                not_before=at,  # the renewal carrying it is made from now on, never backdated
             )
             events.extend(invoice_events)
-            if subscription.status is not _S.PAST_DUE:
-                events.append(_past_due(subscription, invoice, None, at))
+            events.extend(forfeited)
+            if s.status is not _S.PAST_DUE:
+                events.append(_past_due(s, invoice, None, at))
             return Outcome(subscription=past_due, events=tuple(events), updated_invoice=voided)
+
+
+def _collection_failed(
+    s: Subscription,
+    invoice: Invoice,
+    attempt: int,
+    retry_at: datetime | None,
+    then: AfterRetries,
+    at: datetime,
+) -> Outcome:
+    """A declined invoice that is not the one driving the status: collect it on its own."""
+    others = tuple(c for c in s.collections if c.invoice_id != invoice.id)
+    if retry_at is not None:
+        collecting = Dunning(invoice_id=invoice.id, failed_attempts=attempt, retry_at=retry_at)
+        return Outcome(subscription=replace(s, collections=(*others, collecting)))
+    if then is AfterRetries.UNPAID:
+        waiting = Dunning(invoice_id=invoice.id, failed_attempts=attempt, retry_at=None)
+        event = InvoiceAwaitingPaymentMethod(at=at, invoice_id=invoice.id, subscription_id=s.id)
+        return Outcome(subscription=replace(s, collections=(*others, waiting)), events=(event,))
+    s, forfeited = _forfeit_held_credit(replace(s, collections=others), invoice.id, at)
+    if then is AfterRetries.PAST_DUE and not s.is_final():
+        voided, invoice_events = invoice.void(at=at)
+        carried = replace(s, debt=(*s.debt, _carried(invoice)))
+        return Outcome(
+            subscription=carried, events=(*invoice_events, *forfeited), updated_invoice=voided
+        )
+    written_off, invoice_events = invoice.mark_uncollectible(at=at)
+    return Outcome(
+        subscription=s, events=(*invoice_events, *forfeited), updated_invoice=written_off
+    )
+
+
+def _carried(invoice: Invoice) -> DebtItem:
+    """The debt that carries a voided invoice's balance to the next invoice (already taxed)."""
+    return DebtItem(
+        kind=DebtKind.UNPAID,
+        amount=invoice.total,
+        description=f"Unpaid balance of invoice {invoice.number or invoice.id}",
+        period=invoice.period,
+        source=invoice.id,
+    )
+
+
+def _without_collection(subscription: Subscription, invoice_id: str) -> Subscription:
+    kept = tuple(c for c in subscription.collections if c.invoice_id != invoice_id)
+    return (
+        subscription
+        if kept == subscription.collections
+        else replace(subscription, collections=kept)
+    )
+
+
+def _release_held_credit(
+    subscription: Subscription, invoice_id: str, at: datetime
+) -> tuple[Subscription, Money | None, tuple[Event, ...]]:
+    """Credit held for ``invoice_id``, now paid: granted once nothing it waits on is unpaid."""
+    kept: list[HeldCredit] = []
+    events: list[Event] = []
+    released = Money.zero(subscription.plan.billing_currency)
+    for held in subscription.held_credit:
+        waiting = tuple(i for i in held.waiting_on if i != invoice_id)
+        if waiting:
+            kept.append(replace(held, waiting_on=waiting) if waiting != held.waiting_on else held)
+            continue
+        released += held.amount
+        events.append(
+            CreditGranted(
+                at=at,
+                customer_id=subscription.customer_id,
+                amount=held.amount,
+                reason=f"{held.description}, held until invoice {invoice_id} was paid",
+                source=CreditSource.PLAN_CHANGE,
+                subscription_id=subscription.id,
+                invoice_id=invoice_id,
+            )
+        )
+    if not events:
+        return subscription, None, ()
+    return replace(subscription, held_credit=tuple(kept)), released, tuple(events)
+
+
+def _forfeit_held_credit(
+    subscription: Subscription, invoice_id: str, at: datetime
+) -> tuple[Subscription, tuple[Event, ...]]:
+    """Credit held for ``invoice_id`` is dropped: that invoice will not be paid."""
+    kept = tuple(h for h in subscription.held_credit if invoice_id not in h.waiting_on)
+    if len(kept) == len(subscription.held_credit):
+        return subscription, ()
+    events = tuple(
+        CreditForfeited(
+            at=at,
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            invoice_id=invoice_id,
+            amount=held.amount,
+        )
+        for held in subscription.held_credit
+        if invoice_id in held.waiting_on
+    )
+    return replace(subscription, held_credit=kept), events
 
 
 def _past_due(

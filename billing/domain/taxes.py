@@ -65,13 +65,16 @@ class TaxRate:
         *,
         inclusive: bool = False,
         rounding: TaxRounding | str = TaxRounding.PER_INVOICE,
+        mode: Rounding | str = Rounding.HALF_UP,
     ) -> TaxRate:
-        """Build and validate a rate; ``percent`` is exact (``"19"``, ``Decimal("19.0")``)."""
+        """Build and validate a rate; ``percent`` is exact (``"19"``, ``Decimal("19.0")``), and
+        ``mode`` says how a fraction of a minor unit of tax is rounded (half-up by default)."""
         return cls(
             name=name,
             percent=exact(percent, "tax.percent"),
             inclusive=inclusive,
             rounding=_checks.member(TaxRounding, rounding, "tax.rounding"),
+            mode=_checks.member(Rounding, mode, "tax.mode"),
         )
 
     @property

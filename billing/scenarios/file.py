@@ -37,7 +37,7 @@ from billing.domain.catalog import Plan
 from billing.domain.dunning import RetryPolicy
 from billing.domain.errors import FloatNotAllowed, InvalidArgument, NaiveDatetime
 from billing.domain.exchange import ExchangeRate
-from billing.domain.money import Currency, exact
+from billing.domain.money import Currency, Rounding, exact
 from billing.domain.proration import ProrationBehavior, ProrationUnit
 from billing.domain.taxes import TaxRate, TaxRounding
 from billing.testing import simulation
@@ -62,6 +62,8 @@ PAYMENT_BEHAVIORS: Final[tuple[str, ...]] = (
     "timeout",
     "pay_late",
     "never_pay",
+    "pay_by_link",
+    "link_expires",
 )
 """How a customer's payments go on the fake gateway."""
 
@@ -720,17 +722,19 @@ _TAX_FIELDS: Final = {
     "tax.percent": "percent",
     "tax.inclusive": "inclusive",
     "tax.rounding": "rounding",
+    "tax.mode": "mode",
 }
 
 
 def _tax(item: _Obj) -> TaxRate:
-    item.keys(("name", "percent"), ("inclusive", "rounding"))
+    item.keys(("name", "percent"), ("inclusive", "rounding", "mode"))
     name = item.text("name")
     percent = item.decimal("percent")
     inclusive = item.boolean("inclusive") if item.has("inclusive") else False
     rounding = item.text("rounding") if item.has("rounding") else TaxRounding.PER_INVOICE
+    mode = item.text("mode") if item.has("mode") else Rounding.HALF_UP
     with item.checks(_TAX_FIELDS):
-        return TaxRate.of(name, percent, inclusive=inclusive, rounding=rounding)
+        return TaxRate.of(name, percent, inclusive=inclusive, rounding=rounding, mode=mode)
 
 
 def _event(

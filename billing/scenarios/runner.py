@@ -248,12 +248,14 @@ def _instant(value: datetime | None) -> str | None:
 
 
 def report(engine: Engine, scenario: Scenario) -> Report:
-    """What happened: every invoice and payment attempt, and each subscription and customer now.
+    """What happened: every invoice, payment attempt and refund, and each subscription and
+    customer now.
 
     Amounts are decimal strings in major units; instants are ISO 8601 in UTC.
     """
     invoices = engine.invoices()
     numbers = {invoice.id: invoice.number for invoice in invoices}
+    payments = engine.payments()
     return {
         "scenario": scenario.name,
         "invoices": [_invoice(invoice) for invoice in invoices],
@@ -269,7 +271,20 @@ def report(engine: Engine, scenario: Scenario) -> Report:
                 "error_code": p.code,
                 "error": None if p.error is None else p.error.value,
             }
-            for p in engine.payments()
+            for p in payments
+        ],
+        "refunds": [
+            {
+                "at": _instant(r.created_at),
+                "invoice": numbers[r.invoice_id],
+                "attempt": p.number,
+                "amount": r.amount.to_decimal_string(),
+                "currency": r.amount.currency.code,
+                "status": r.status.value,
+            }
+            for p in payments
+            if p.status is PaymentStatus.SUCCEEDED
+            for r in engine.refunds(p.id)
         ],
         "subscriptions": [
             {

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-
-from sqlalchemy.exc import IntegrityError, OperationalError
+from typing import Any, TypeVar
 
 from billing.domain.customers import PaymentMethod
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate
-from billing.domain.events import CreditGranted, Event
+from billing.domain.events import CreditGranted, CreditSource, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
-from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus, idempotency_key
+from billing.domain.money import Money
+from billing.domain.payments import (
+    DeclineKind,
+    ErrorCode,
+    PaymentResult,
+    PaymentStatus,
+    idempotency_key,
+)
 from billing.domain.renewals import advance
 from billing.domain.subscriptions import Outcome, payment_failed, payment_succeeded
 from billing.ports import ChargeRequest, PaymentGateway, SyncRequest
@@ -38,6 +44,7 @@ from billing.store import mapping
 from billing.store.tables import PaymentRow
 from billing.store.unit_of_work import UNSETTLED, Loaded, Tx
 
+T = TypeVar("T")
 _OPEN = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 _CHECK_MAX = timedelta(days=1)
 
@@ -98,15 +105,6 @@ def apply(
     collect: list[str] = []
     if outcome.credit_change is not None:
         tx.change_credit(subscription.customer_id, outcome.credit_change, at)
-        if outcome.credit_change.is_positive():
-            events.append(
-                CreditGranted(
-                    at=at,
-                    customer_id=subscription.customer_id,
-                    amount=outcome.credit_change,
-                    reason=f"subscription {subscription.id}",
-                )
-            )
     if outcome.updated_invoice is not None:
         tx.save_invoice(outcome.updated_invoice)
     if outcome.invoice is not None:
@@ -138,6 +136,7 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         return []
     method = tx.default_payment_method(invoice.customer_id)
     gateway = ctx.gateways.get(method.gateway) if method is not None else None
+    refusal = _refusal(method, gateway, invoice)
     number = len(attempts) + 1
     row = PaymentRow(
         id=new_id("pay"),
@@ -157,10 +156,32 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         check_at=max(at, ctx.clock.now()) + ctx.settings.unanswered_after,
     )
     tx.add_payment(row)
-    if method is None or gateway is None:
-        code = "no_payment_method" if method is None else "gateway_not_configured"
-        return record(ctx, tx, row, PaymentResult.failed(DeclineKind.SOFT, code=code), at)
+    if refusal is not None or method is None:
+        return record(ctx, tx, row, refusal or _NO_METHOD, at)
     return [PendingCharge(row.id, method.gateway, _charge_request(tx, row, invoice, method, at))]
+
+
+_NO_METHOD = PaymentResult.failed(
+    DeclineKind.SOFT, code="no_payment_method", error=ErrorCode.NO_PAYMENT_METHOD
+)
+
+
+def _refusal(
+    method: PaymentMethod | None, gateway: PaymentGateway | None, invoice: Invoice
+) -> PaymentResult | None:
+    """Why an attempt fails without reaching a gateway, if it must."""
+    if method is None:
+        return _NO_METHOD
+    if gateway is None:
+        return PaymentResult.failed(DeclineKind.SOFT, code="gateway_not_configured")
+    if invoice.currency.code not in gateway.currencies:
+        return PaymentResult.failed(
+            DeclineKind.HARD,
+            code="currency_not_supported",
+            message=f"{gateway.name} does not charge in {invoice.currency.code}",
+            error=ErrorCode.PAYMENT_METHOD_UNSUPPORTED,
+        )
+    return None
 
 
 def record(
@@ -194,16 +215,55 @@ def record(
     loaded = tx.subscription(row.subscription_id)
     invoice = tx.invoice(row.invoice_id)
     if invoice.status not in _OPEN:
-        log.warning("payment.settled_on_closed_invoice payment=%s invoice=%s", row.id, invoice.id)
+        if attempt.status is PaymentStatus.SUCCEEDED:
+            _overpaid(tx, row, invoice, attempt.amount, at)
         return []
     if attempt.status is PaymentStatus.SUCCEEDED:
         outcome = payment_succeeded(loaded.subscription, invoice, at=at)
     else:
         assert attempt.decline is not None
+        credit = tx.credit(row.customer_id, invoice.currency, lock=True)  # a final invoice uses it
         outcome = payment_failed(
-            loaded.subscription, invoice, attempt=row.number, decline=attempt.decline, at=at
+            loaded.subscription,
+            invoice,
+            attempt=row.number,
+            decline=attempt.decline,
+            at=at,
+            credit=credit.amount,
+            final_debt=ctx.final_debt,
         )
     return apply(ctx, tx, loaded, outcome, at)[1]
+
+
+def _overpaid(tx: Tx, row: PaymentRow, invoice: Invoice, amount: Money, at: datetime) -> None:
+    """Money arrived for an invoice settled another way (paid, or voided into debt): it is still
+    the customer's money, so it becomes the customer's credit."""
+    log.warning("payment.settled_on_closed_invoice payment=%s invoice=%s", row.id, invoice.id)
+    reason = f"payment {row.id} came after invoice {invoice.number} was {invoice.status}"
+    credit_back(tx, row, invoice, amount, at, CreditSource.OVERPAYMENT, reason)
+
+
+def credit_back(
+    tx: Tx,
+    payment: PaymentRow,
+    invoice: Invoice,
+    amount: Money,
+    at: datetime,
+    source: CreditSource,
+    reason: str,
+) -> None:
+    """Credit the customer with money of a payment's invoice (overpaid, or given back)."""
+    tx.grant(
+        CreditGranted(
+            at=at,
+            customer_id=payment.customer_id,
+            amount=amount,
+            reason=reason,
+            source=source,
+            subscription_id=payment.subscription_id,
+            invoice_id=invoice.id,
+        )
+    )
 
 
 # -- talking to gateways --------------------------------------------------------------------
@@ -349,6 +409,17 @@ def _method(tx: Tx, row: PaymentRow) -> PaymentMethod | None:
 # -- billing runs ---------------------------------------------------------------------------
 
 
+def bill_due(ctx: Context, tx: Tx, subscription_id: str, now: datetime) -> list[PendingCharge]:
+    """Every step of a subscription due by ``now``, in this transaction (a subscribe, whose
+    first invoice is written with the subscription or not at all)."""
+    sends: list[PendingCharge] = []
+    loaded = tx.subscription(subscription_id)
+    while (due := loaded.subscription.due_at) is not None and due <= now:
+        loaded, more = _step(ctx, tx, loaded, now)
+        sends.extend(more)
+    return sends
+
+
 def run_subscription(
     ctx: Context,
     subscription_id: str,
@@ -371,7 +442,7 @@ def run_subscription(
                 payment_id, at, sends = check.id, _at(check), []
             elif due is not None and due <= now:
                 payment_id, at = None, due
-                sends = _step(ctx, tx, loaded, now)
+                sends = _step(ctx, tx, loaded, now)[1]
             else:
                 if loaded.next_run_at is None or loaded.next_run_at <= now:
                     tx.refresh_next_run(subscription_id, loaded.subscription)  # heal a stale one
@@ -384,13 +455,20 @@ def run_subscription(
         report.count("payments", send(ctx, sends, at, deadline=deadline))
 
 
-def _step(ctx: Context, tx: Tx, loaded: Loaded, now: datetime) -> list[PendingCharge]:
+def _step(
+    ctx: Context, tx: Tx, loaded: Loaded, now: datetime
+) -> tuple[Loaded, list[PendingCharge]]:
     subscription = loaded.subscription
     at = subscription.due_at
     assert at is not None
     credit = tx.credit(subscription.customer_id, subscription.plan.billing_currency, lock=True)
     outcome = advance(
-        subscription, now=now, credit=credit.amount, rates=ctx.rates, unit=ctx.proration
+        subscription,
+        now=now,
+        credit=credit.amount,
+        rates=ctx.rates,
+        unit=ctx.proration,
+        final_debt=ctx.final_debt,
     )
     assert outcome is not None
     log.debug(
@@ -400,7 +478,7 @@ def _step(ctx: Context, tx: Tx, loaded: Loaded, now: datetime) -> list[PendingCh
         outcome.subscription.status,
         at.isoformat(),
     )
-    return apply(ctx, tx, loaded, outcome, at)[1]
+    return apply(ctx, tx, loaded, outcome, at)
 
 
 def _at(row: PaymentRow) -> datetime:
@@ -418,11 +496,12 @@ def run_due(
     """Do all the work due by ``now``: claim a batch, work on it from the pool, repeat.
 
     Memory stays bounded by the batch size whatever the number of subscriptions. When ``stop``
-    turns true, work already started finishes, and the rest of the batch is released.
+    turns true, work already started finishes, and the rest of the batch is released. With one
+    thread the work is done in the calling thread, in the claims' order.
     """
     report = RunReport()
     settings = ctx.settings
-    with ThreadPoolExecutor(settings.threads, thread_name_prefix="billing") as pool:
+    with _pool(settings.threads) as pool:
         while not stop():
             wall = ctx.clock.now()
             deadline = wall + settings.lease
@@ -453,6 +532,21 @@ def _wait(futures: list[Future[None]]) -> None:
         future.result()
 
 
+class _Inline(Executor):
+    """An executor that runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _pool(threads: int) -> Executor:
+    if threads == 1:
+        return _Inline()
+    return ThreadPoolExecutor(threads, thread_name_prefix="billing")
+
+
 def _work(
     ctx: Context,
     subscription_id: str,
@@ -468,7 +562,7 @@ def _work(
             run_subscription(
                 ctx, subscription_id, now, report, deadline=deadline, checks_only=checks_only
             )
-    except (ConcurrentUpdate, AlreadyExists, OperationalError, IntegrityError) as exc:
+    except (ConcurrentUpdate, AlreadyExists) as exc:
         # another process got there first (a version, a unique key, a lock): a later run retries
         log.info("billing.contended subscription=%s error=%s", subscription_id, type(exc).__name__)
         report.note("contended", subscription_id)

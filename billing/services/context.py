@@ -16,6 +16,7 @@ from typing import TypeVar
 from billing.config import Settings
 from billing.domain.errors import IdempotencyConflict, InvalidArgument
 from billing.domain.exchange import ExchangeRates
+from billing.domain.ledger import FinalDebt
 from billing.domain.proration import ProrationUnit
 from billing.ports import Clock, PaymentGateway
 from billing.services.hooks import Hooks
@@ -53,6 +54,10 @@ class Context:
     @property
     def proration(self) -> ProrationUnit:
         return ProrationUnit(self.settings.proration)
+
+    @property
+    def final_debt(self) -> FinalDebt:
+        return FinalDebt(self.settings.final_debt)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,9 @@ def grant_credit(
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         tx.customer(customer_id)
-        balance = tx.change_credit(customer_id, amount, now)
-        tx.record([CreditGranted(at=now, customer_id=customer_id, amount=amount, reason=reason)])
+        balance = tx.grant(
+            CreditGranted(at=now, customer_id=customer_id, amount=amount, reason=reason)
+        )
         if claim is not None:
             claim.remember(tx, balance)
     return balance

@@ -8,15 +8,16 @@ label); card data never passes through it.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from billing.domain import _checks
 from billing.domain.customers import CardEnrollment, EnrollmentStatus, PaymentMethod
-from billing.domain.errors import GatewayError, InvalidArgument
-from billing.domain.subscriptions import SubscriptionStatus, replace_payment_method
+from billing.domain.errors import BillingError, ConcurrentUpdate, GatewayError, InvalidArgument
+from billing.domain.subscriptions import replace_payment_method
 from billing.ports import AttachRequest, Capability, EnrollmentRequest
 from billing.services.billing_run import apply, run_subscription, send
-from billing.services.context import Claim, Context, new_id
+from billing.services.context import Claim, Context, log, new_id
 from billing.services.gateways import customer_reference, gateway, require
 
 
@@ -71,7 +72,8 @@ def replace_default_payment_method(
     token: str,
     label: str | None,
 ) -> PaymentMethod:
-    """A new default payment method; invoices in dunning are retried with it at once.
+    """A new default payment method; every open invoice of the customer is retried with it at
+    once (in dunning, collected on their own, or waiting for a new payment method).
 
     This reactivates an unpaid subscription when the retried invoice is paid.
     """
@@ -89,22 +91,32 @@ def replace_default_payment_method(
 
 
 def retry_dunning(ctx: Context, customer_id: str) -> None:
-    """Retry at once, with the customer's new default method, every invoice in dunning."""
+    """Retry at once, with the customer's new default method, every invoice still collected:
+    those in dunning, and those of any subscription (stopped ones too) collected on their own."""
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
         in_dunning = [
-            s.id
-            for s in tx.subscriptions(customer_id)
-            if s.status in (SubscriptionStatus.PAST_DUE, SubscriptionStatus.UNPAID)
+            s.id for s in tx.subscriptions(customer_id) if s.dunning is not None or s.collections
         ]
     for subscription_id in in_dunning:
-        run_subscription(ctx, subscription_id, now)
+        _run(ctx, subscription_id, now)
         with ctx.store.transaction() as tx:
             loaded = tx.subscription(subscription_id)
             outcome = replace_payment_method(loaded.subscription, at=now)
             _, sends = apply(ctx, tx, loaded, outcome, now)
         send(ctx, sends, now)
+        _run(ctx, subscription_id, now)  # a reactivation may bill the rest of a period now
+
+
+def _run(ctx: Context, subscription_id: str, now: datetime) -> None:
+    """Bill what is due; a subscription whose billing is stuck (no UF rate yet) still gets its
+    invoices retried with the new method, and its stuck step stays due for the worker."""
+    try:
         run_subscription(ctx, subscription_id, now)
+    except ConcurrentUpdate:
+        raise
+    except BillingError as exc:
+        log.warning("retry.billing_stuck subscription=%s error=%s", subscription_id, exc)
 
 
 def start_enrollment(

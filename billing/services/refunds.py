@@ -6,7 +6,13 @@ called. A refund whose answer was lost (``unknown``), that the gateway has not s
 by the reconcile job once its ``check_at`` passes: the same request is sent with the same key,
 which every gateway answers with what became of the first one (the port's rule), so money goes
 back once. Until it is settled, an unsettled refund counts as refunded: nothing more of that
-payment can be refunded meanwhile.
+payment can be refunded meanwhile. Refunds of one payment are written and settled one at a time
+(the payment's row is locked), so two concurrent partial refunds are both made, one after the
+other.
+
+A payment refunded in full gives back, as customer credit, the credit its invoice used (QVO
+refunds "the full amount paid and the corresponding credits"); ``Settings.refunds_return_credit``
+turns that off.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from billing.domain.errors import IllegalTransition, InvalidArgument
-from billing.domain.events import Event, PaymentRefunded, RefundFailed
+from billing.domain.events import CreditSource, Event, PaymentRefunded, RefundFailed
 from billing.domain.money import Money
 from billing.domain.payments import PaymentStatus, Refund, RefundStatus, refund_amount
 from billing.ports import Capability, PaymentGateway, RefundRequest, RefundResult
-from billing.services.billing_run import next_check
+from billing.services.billing_run import credit_back, next_check
 from billing.services.context import Claim, Context, log, new_id
 from billing.services.gateways import gateway, require
 from billing.store import mapping
@@ -34,7 +40,7 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
     """Refund ``amount`` (all that is left by default) of a succeeded payment."""
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
-        row = tx.payment_row(payment_id)
+        row = tx.payment_row(payment_id, lock=True)  # one refund of a payment at a time
         if row.status != PaymentStatus.SUCCEEDED.value or row.reference is None:
             raise IllegalTransition("payment", payment_id, row.status, "be refunded")
         port = gateway(ctx, row.gateway or "")
@@ -132,8 +138,8 @@ def _ask(port: PaymentGateway, request: RefundRequest) -> RefundResult:
 
 def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: datetime) -> Refund:
     """Save the gateway's answer, with the event of the status it reaches (once)."""
-    row = tx.refund_row(refund_id)
-    payment = tx.payment_row(row.payment_id)
+    payment = tx.payment_row(tx.refund_row(refund_id).payment_id, lock=True)
+    row = tx.refund_row(refund_id, fresh=True)
     if row.status not in UNSETTLED_REFUNDS:  # settled meanwhile: the first answer stands
         return _refund(row, payment.invoice_id)
     before = row.status
@@ -147,8 +153,24 @@ def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: dat
     event = _event(row, payment, announced=before in _ANNOUNCED, at=now)
     if event is not None:
         tx.record([event])
+    if row.status == RefundStatus.SUCCEEDED.value and ctx.settings.refunds_return_credit:
+        _return_credit(tx, payment, now)
     log.info("refund.recorded refund=%s status=%s code=%s", row.id, row.status, row.code)
     return _refund(row, payment.invoice_id)
+
+
+def _return_credit(tx: Tx, payment: PaymentRow, at: datetime) -> None:
+    """Once the refunds of a payment reach its whole amount, give back the credit its invoice
+    used (this is called with the payment locked, as each refund succeeds: exactly once)."""
+    tx.session.flush()
+    if tx.refunded(payment.id, succeeded_only=True) != payment.amount_minor:
+        return
+    invoice = tx.invoice(payment.invoice_id)
+    used = invoice.credit_applied
+    if not used.is_positive():
+        return
+    reason = f"credit used by invoice {invoice.number}, refunded in full"
+    credit_back(tx, payment, invoice, used, at, CreditSource.REFUND, reason)
 
 
 def _event(row: RefundRow, payment: PaymentRow, *, announced: bool, at: datetime) -> Event | None:

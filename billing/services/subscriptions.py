@@ -2,7 +2,8 @@
 
 Each one first runs the subscription's work due by now (the domain refuses an operation that would
 jump over due billing), then makes its change in one transaction, then collects any invoice the
-change made.
+change made. A subscribe is one transaction with the first period's invoice: if that invoice
+cannot be made, nothing is written.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from datetime import datetime
 
 from billing.domain import _checks
 from billing.domain import subscriptions as domain
-from billing.domain.errors import InvalidArgument
+from billing.domain.catalog import Plan
+from billing.domain.customers import Customer
+from billing.domain.errors import BillingError, ConcurrentUpdate, InvalidArgument
 from billing.domain.plan_changes import PlanChange, change_plan
 from billing.domain.proration import ProrationBehavior
 from billing.domain.subscriptions import Outcome, Subscription
 from billing.domain.taxes import TaxRate
-from billing.services.billing_run import apply, run_subscription, send
-from billing.services.context import Claim, Context, new_id
+from billing.services.billing_run import apply, bill_due, run_subscription, send
+from billing.services.context import Claim, Context, log, new_id
 from billing.store.unit_of_work import Tx
 
 
@@ -35,10 +38,11 @@ def subscribe(
     tax: TaxRate | None,
     prorate: bool,
 ) -> Subscription:
-    """Create a subscription and bill whatever is due at once (a start now, without a trial).
+    """Create a subscription and bill whatever is due at once (a start now, without a trial),
+    in one transaction.
 
     Like QVO, a subscription that must be paid at once needs a default payment method (or credit)
-    unless its plan is free.
+    unless its plan is free, and the customer's gateway must charge in the plan's currency.
     """
     if subscription_id is not None:
         _checks.identifier("subscription_id", subscription_id)
@@ -58,21 +62,35 @@ def subscribe(
             prorate=prorate,
         )
         subscription = outcome.subscription
-        pays_now = subscription.start <= now and subscription.trial_end is None
-        if (
-            pays_now
-            and not plan.is_free
-            and tx.default_payment_method(customer.id) is None
-            and tx.credit(customer.id, plan.billing_currency).amount.is_zero()
-        ):
-            rule = "needs a default payment method (or credit) to pay the first period now"
-            raise InvalidArgument("customer", rule, customer.id)
+        _check_payable(ctx, tx, customer, plan, pays_now=subscription.anchor <= now)
         tx.add_subscription(subscription)
         tx.record(outcome.events)
+        sends = bill_due(ctx, tx, subscription.id, now)
         if claim is not None:
             claim.remember(tx, subscription)
+    send(ctx, sends, now)
     run_subscription(ctx, subscription.id, now)
     return read(ctx, subscription.id)
+
+
+def _check_payable(ctx: Context, tx: Tx, customer: Customer, plan: Plan, *, pays_now: bool) -> None:
+    """Refuse a subscription its customer cannot pay: nothing to pay the first period with now,
+    or a gateway that does not charge in the plan's currency."""
+    method = tx.default_payment_method(customer.id)
+    gateway = None if method is None else ctx.gateways.get(method.gateway)
+    currency = plan.billing_currency
+    if gateway is not None and currency.code not in gateway.currencies:
+        takes = ", ".join(sorted(gateway.currencies))
+        rule = f"must charge in a currency {gateway.name} takes ({takes})"
+        raise InvalidArgument("plan", f"{rule}; it charges in {currency.code}", plan.code)
+    if (
+        pays_now
+        and not plan.is_free
+        and method is None
+        and tx.credit(customer.id, currency).amount.is_zero()
+    ):
+        rule = "needs a default payment method (or credit) to pay the first period now"
+        raise InvalidArgument("customer", rule, customer.id)
 
 
 def read(ctx: Context, subscription_id: str) -> Subscription:
@@ -89,6 +107,16 @@ def command(
     """Run due work, apply one operation in a transaction, then collect what it invoiced."""
     now = ctx.clock.now()
     run_subscription(ctx, subscription_id, now)
+    return _apply(ctx, claim, subscription_id, operation, now)
+
+
+def _apply(
+    ctx: Context,
+    claim: Claim | None,
+    subscription_id: str,
+    operation: Callable[[Tx, Subscription, datetime], Outcome],
+    now: datetime,
+) -> Subscription:
     with ctx.store.transaction() as tx:
         loaded = tx.subscription(subscription_id)
         outcome = operation(tx, loaded.subscription, now)
@@ -100,6 +128,42 @@ def command(
     return read(ctx, subscription_id)
 
 
+def cancel(
+    ctx: Context, claim: Claim | None, subscription_id: str, *, at_period_end: bool
+) -> Subscription:
+    """Cancel now or at the end of the period, after billing what is due.
+
+    A subscription can always be canceled: when what is due cannot be billed (no exchange rate
+    for a UF renewal, say), it is canceled at the instant its billing stopped, so no time after
+    the last billed period is owed.
+    """
+    now = ctx.clock.now()
+    try:
+        run_subscription(ctx, subscription_id, now)
+        stuck = False
+    except ConcurrentUpdate:
+        raise
+    except BillingError as exc:
+        log.warning("cancel.billing_stuck subscription=%s error=%s", subscription_id, exc)
+        stuck = True
+
+    def operation(tx: Tx, subscription: Subscription, at: datetime) -> Outcome:
+        currency = subscription.plan.billing_currency
+        credit = tx.credit(subscription.customer_id, currency, lock=True).amount
+        due = subscription.due_at
+        if stuck and due is not None and due <= at and not subscription.is_final():
+            return domain.cancel_now(subscription, due, credit=credit, final_debt=ctx.final_debt)
+        return domain.cancel(
+            subscription,
+            at=at,
+            at_period_end=at_period_end,
+            credit=credit,
+            final_debt=ctx.final_debt,
+        )
+
+    return _apply(ctx, claim, subscription_id, operation, now)
+
+
 def plan_change(
     ctx: Context,
     tx: Tx,
@@ -107,8 +171,13 @@ def plan_change(
     plan_code: str,
     behavior: ProrationBehavior,
     at: datetime,
+    *,
+    lock: bool = True,
 ) -> PlanChange:
-    credit = tx.credit(subscription.customer_id, subscription.plan.billing_currency).amount
+    """The plan change at ``at``, with the customer's credit (locked, unless only previewing)
+    and the subscription's unpaid invoices (unused time is credited only once they are paid)."""
+    currency = subscription.plan.billing_currency
+    credit = tx.credit(subscription.customer_id, currency, lock=lock).amount
     return change_plan(
         subscription,
         tx.plan(plan_code),
@@ -117,6 +186,7 @@ def plan_change(
         unit=ctx.proration,
         rates=ctx.rates,
         credit=credit,
+        unpaid=tx.unpaid_invoices(subscription.id),
     )
 
 
@@ -128,4 +198,4 @@ def preview_change(
     run_subscription(ctx, subscription_id, now)
     with ctx.store.transaction() as tx:
         subscription = tx.subscription(subscription_id).subscription
-        return plan_change(ctx, tx, subscription, plan_code, behavior, now)
+        return plan_change(ctx, tx, subscription, plan_code, behavior, now, lock=False)

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
 
 from billing.domain.errors import InvalidArgument, SchemaNotReady
 
@@ -39,11 +40,26 @@ def shown(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def is_memory(engine: Engine | URL) -> bool:
+    """Whether the database is an in-memory SQLite one (``sqlite://``, ``sqlite:///:memory:``)."""
+    url = engine.url if isinstance(engine, Engine) else engine
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
 def connect(url: str | URL) -> Engine:
-    """A SQLAlchemy engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    """A SQLAlchemy engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    An in-memory SQLite database exists only inside its connection, so its engine keeps exactly
+    one (``StaticPool``) and every thread uses it, taking turns (:class:`~billing.store.
+    unit_of_work.Store` serialises the transactions): otherwise each worker thread would see
+    an empty database of its own.
+    """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+        pool = {"poolclass": StaticPool} if is_memory(parsed) else {}
+        engine = create_engine(parsed, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine

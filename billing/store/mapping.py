@@ -9,11 +9,12 @@ from typing import Any
 
 from billing.domain import _checks
 from billing.domain.catalog import Plan, PlanStatus
+from billing.domain.currencies import UNITS_OF_ACCOUNT
 from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus
 from billing.domain.dunning import AfterRetries, RetryPolicy
 from billing.domain.invoices import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, LineKind
-from billing.domain.ledger import DebtItem, DebtKind
-from billing.domain.money import Currency, Money
+from billing.domain.ledger import DebtItem, DebtKind, HeldCredit
+from billing.domain.money import Currency, Money, Rounding
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentAttempt, PaymentStatus
 from billing.domain.periods import Interval, IntervalUnit, Period
 from billing.domain.subscriptions import Dunning, Subscription, SubscriptionStatus
@@ -87,7 +88,7 @@ def plan(row: PlanRow) -> Plan:
             then=AfterRetries(row.retry_then),
         ),
         charge_currency=None
-        if row.charge_currency == row.price_currency
+        if row.charge_currency == row.price_currency and row.price_currency not in UNITS_OF_ACCOUNT
         else Currency.of(row.charge_currency),
     )
 
@@ -109,6 +110,7 @@ def subscription_fields(subscription: Subscription) -> dict[str, Any]:
         "tax_percent": str(tax.percent) if tax else None,
         "tax_inclusive": tax.inclusive if tax else None,
         "tax_rounding": tax.rounding.value if tax else None,
+        "tax_mode": tax.mode.value if tax else None,
         "prorate": subscription.prorate,
         "current_index": subscription.current_index,
         "cancel_at_period_end": subscription.cancel_at_period_end,
@@ -120,6 +122,28 @@ def subscription_fields(subscription: Subscription) -> dict[str, Any]:
         "dunning_invoice_id": dunning.invoice_id if dunning else None,
         "dunning_failed_attempts": dunning.failed_attempts if dunning else None,
         "dunning_retry_at": dunning.retry_at if dunning else None,
+        "collections": [
+            {
+                "invoice_id": c.invoice_id,
+                "failed_attempts": c.failed_attempts,
+                "retry_at": None if c.retry_at is None else c.retry_at.isoformat(),
+            }
+            for c in subscription.collections
+        ]
+        or None,
+        "held_credit": [
+            {
+                "amount_minor": held.amount.minor,
+                "currency": held.amount.currency.code,
+                "waiting_on": list(held.waiting_on),
+                "description": held.description,
+            }
+            for held in subscription.held_credit
+        ]
+        or None,
+        "period_price_minor": None
+        if subscription.period_price is None
+        else subscription.period_price.minor,
         "not_before": subscription.not_before,
     }
 
@@ -151,6 +175,7 @@ def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -
             percent=Decimal(row.tax_percent),
             inclusive=row.tax_inclusive,
             rounding=TaxRounding(row.tax_rounding or TaxRounding.PER_INVOICE),
+            mode=Rounding(row.tax_mode or Rounding.HALF_UP),
         )
     dunning = None
     if row.dunning_invoice_id is not None:
@@ -179,6 +204,25 @@ def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -
         resume_at=row.resume_at,
         resume_from=row.resume_from,
         dunning=dunning,
+        collections=tuple(
+            Dunning(
+                invoice_id=c["invoice_id"],
+                failed_attempts=c["failed_attempts"],
+                retry_at=None if c["retry_at"] is None else datetime.fromisoformat(c["retry_at"]),
+            )
+            for c in row.collections or ()
+        ),
+        held_credit=tuple(
+            HeldCredit(
+                amount=Money(held["amount_minor"], Currency.of(held["currency"])),
+                waiting_on=tuple(held["waiting_on"]),
+                description=held["description"],
+            )
+            for held in row.held_credit or ()
+        ),
+        period_price=None
+        if row.period_price_minor is None
+        else Money(row.period_price_minor, plan_of_it.billing_currency),
         not_before=row.not_before,
         debt=tuple(
             DebtItem(

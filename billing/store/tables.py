@@ -1,9 +1,10 @@
 """The database tables, as sqlmodel classes (``<Thing>Row``, plural table names).
 
 Money is stored as integer minor units (``BIGINT``) plus an ISO 4217 code, never as ``NUMERIC``
-(SQLite stores it as a float). Instants are timezone-aware UTC (sqlmodel's ``UTCDateTime`` refuses
-naive values). Unique constraints back the money rules: one invoice per subscription period and
-reason, one payment attempt per idempotency key, one per invoice and attempt number.
+(SQLite stores it as a float); ``currencies`` records the exponent each currency was stored with.
+Instants are timezone-aware UTC (sqlmodel's ``UTCDateTime`` refuses naive values). Unique
+constraints back the money rules: one invoice per subscription period and reason (for the invoices
+that bill a period), one payment attempt per idempotency key, one per invoice and attempt number.
 
 The alembic migrations in ``migrations/`` create exactly these tables; a test compares them.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -31,6 +32,17 @@ _SEQUENCE = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrement
 
 def _money() -> Any:
     return Field(sa_type=BigInteger)
+
+
+class CurrencyRow(SQLModel, table=True):
+    """The exponent a currency's amounts are stored with in this database (recorded on first
+    use); the engine refuses to open a database whose record disagrees with its own table."""
+
+    __tablename__ = "currencies"
+
+    code: str = Field(primary_key=True, max_length=3)
+    exponent: int
+    recorded_at: datetime
 
 
 class CustomerRow(SQLModel, table=True):
@@ -133,6 +145,8 @@ class SubscriptionRow(SQLModel, table=True):
     tax_percent: str | None = Field(default=None, max_length=32)
     tax_inclusive: bool | None = None
     tax_rounding: str | None = Field(default=None, max_length=16)
+    tax_mode: str | None = Field(default=None, max_length=16)
+    """How the tax rounds a fraction of a minor unit (``half_up`` when null: rows before 0004)."""
     prorate: bool
     current_index: int | None = None
     cancel_at_period_end: bool
@@ -144,6 +158,17 @@ class SubscriptionRow(SQLModel, table=True):
     dunning_invoice_id: str | None = Field(default=None, max_length=64)
     dunning_failed_attempts: int | None = None
     dunning_retry_at: datetime | None = None
+    collections: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    """Other declined invoices being collected: ``[{invoice_id, failed_attempts, retry_at}]``."""
+    held_credit: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    """Credit held until invoices are paid: ``[{amount_minor, currency, waiting_on,
+    description}]``."""
+    period_price_minor: int | None = Field(default=None, sa_type=BigInteger)
+    """The price the current period was billed at, in the plan's charge currency."""
     not_before: datetime | None = None
     next_run_at: datetime | None = None
     """When the engine next has work for it: a due step or a payment to reconcile."""
@@ -178,9 +203,24 @@ class CreditBalanceRow(SQLModel, table=True):
     updated_at: datetime
 
 
+_BILLS_A_PERIOD = text("reason IN ('subscription_start', 'renewal', 'resume')")
+"""The invoices that bill a period: one per period start and reason. Plan changes invoiced at
+once and final invoices are not unique per instant (two changes may be made at one instant)."""
+
+
 class InvoiceRow(SQLModel, table=True):
     __tablename__ = "invoices"
-    __table_args__ = (UniqueConstraint("subscription_id", "reason", "period_start"),)
+    __table_args__ = (
+        Index(
+            "uq_invoices_period",
+            "subscription_id",
+            "reason",
+            "period_start",
+            unique=True,
+            sqlite_where=_BILLS_A_PERIOD,
+            postgresql_where=_BILLS_A_PERIOD,
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     number: str = Field(unique=True, max_length=32)

@@ -7,28 +7,31 @@ idempotency key, the record that makes a repeat of the call return the first res
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from billing.domain.catalog import Plan
 from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
-from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound
-from billing.domain.events import Event
+from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StorageError
+from billing.domain.events import CreditGranted, Event
 from billing.domain.invoices import Invoice, invoice_number
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Currency, Money
 from billing.domain.payments import PaymentAttempt, PaymentStatus, RefundStatus
 from billing.domain.subscriptions import Subscription
-from billing.store import mapping
+from billing.store import currencies, mapping
+from billing.store.database import is_memory
 from billing.store.tables import (
     CreditBalanceRow,
     CustomerRow,
@@ -89,20 +92,57 @@ class Loaded:
 
 
 class Store:
-    """The database behind one engine."""
+    """The database behind one engine.
 
-    def __init__(self, engine: Engine, *, invoice_prefix: str = "INV") -> None:
+    ``recorded`` are the currencies whose exponent the database is known to record (checked when
+    the engine opened, by :func:`billing.store.currencies.verify`).
+    """
+
+    def __init__(
+        self, engine: Engine, *, invoice_prefix: str = "INV", recorded: Iterable[str] = ()
+    ) -> None:
         self.engine = engine
         self.invoice_prefix = invoice_prefix
+        self.recorded = set(recorded)
+        # one in-memory SQLite database is one connection: its transactions take turns
+        self._turns: AbstractContextManager[Any] = (
+            threading.RLock() if is_memory(engine) else nullcontext()
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with (
-            Session(self.engine, expire_on_commit=False, autoflush=True) as session,
-            session.begin(),
-        ):
-            yield Tx(session, self)
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A database error never leaves as a SQLAlchemy exception: a unique key another
+        transaction took first, a deadlock or a lock timeout is :class:`ConcurrentUpdate` (try
+        again), anything else :class:`StorageError`; either way nothing was written.
+        """
+        with self._turns:
+            try:
+                with (
+                    Session(self.engine, expire_on_commit=False, autoflush=True) as session,
+                    session.begin(),
+                ):
+                    tx = Tx(session, self)
+                    yield tx
+            except SQLAlchemyError as exc:
+                raise _translated(exc) from exc
+            self.recorded.update(tx.recorded)
+
+
+def _translated(exc: SQLAlchemyError) -> Exception:
+    """The billing error a database error means (see :meth:`Store.transaction`)."""
+    original = getattr(exc, "orig", None)
+    message = str(original or exc).strip().splitlines()[0][:300]
+    code = getattr(original, "sqlstate", None)
+    concurrent = code in ("23505", "40001", "40P01", "55P03") or any(
+        words in message.lower() for words in ("unique constraint", "database is locked")
+    )
+    if isinstance(exc, IntegrityError | OperationalError) and concurrent:
+        diagnosis = getattr(original, "diag", None)
+        taken = getattr(diagnosis, "constraint_name", None) or message.rpartition(": ")[2]
+        return ConcurrentUpdate("row", taken)
+    return StorageError(message)
 
 
 class Tx:
@@ -111,6 +151,14 @@ class Tx:
     def __init__(self, session: Session, store: Store) -> None:
         self.session = session
         self.store = store
+        self.recorded: set[str] = set()
+        """Currencies this transaction recorded (known to the store once it commits)."""
+
+    def record_currency(self, currency: Currency) -> None:
+        """Make sure the database records ``currency``'s exponent before money in it is stored."""
+        if currency.code not in self.store.recorded and currency.code not in self.recorded:
+            currencies.record(self.session, currency)
+            self.recorded.add(currency.code)
 
     # -- customers, payment methods, credit -----------------------------------------------
     def add_customer(self, customer: Customer, at: datetime) -> None:
@@ -161,12 +209,15 @@ class Tx:
         return [_payment_method(row) for row in rows]
 
     def credit(self, customer_id: str, currency: Currency, *, lock: bool = False) -> CreditBalance:
-        """A customer's credit; ``lock`` holds the row until commit, so that two concurrent
-        invoices cannot both spend the same credit."""
-        row = self.session.get(
-            CreditBalanceRow, (customer_id, currency.code), with_for_update=lock or None
+        """A customer's credit. Read it with ``lock`` before an invoice consumes it: the row is
+        then held until commit, so no other transaction spends or changes it meanwhile."""
+        query = (
+            select(CreditBalanceRow.amount_minor)
+            .where(col(CreditBalanceRow.customer_id) == customer_id)
+            .where(col(CreditBalanceRow.currency) == currency.code)
         )
-        return CreditBalance(Money(0 if row is None else row.amount_minor, currency))
+        amount = self.session.exec(query.with_for_update() if lock else query).first()
+        return CreditBalance(Money(amount or 0, currency))
 
     def credits(self, customer_id: str) -> list[CreditBalance]:
         rows = self.session.exec(
@@ -175,22 +226,50 @@ class Tx:
         return [CreditBalance(Money(r.amount_minor, Currency.of(r.currency))) for r in rows]
 
     def change_credit(self, customer_id: str, change: Money, at: datetime) -> CreditBalance:
-        """Apply a change to a customer's credit (it never goes negative) and return the balance."""
-        row = self.session.get(CreditBalanceRow, (customer_id, change.currency.code))
-        current = CreditBalance(Money(0 if row is None else row.amount_minor, change.currency))
-        balance = current.apply(change)
-        if row is None:
-            self.session.add(
-                CreditBalanceRow(
-                    customer_id=customer_id,
-                    currency=change.currency.code,
-                    amount_minor=balance.amount.minor,
-                    updated_at=at,
-                )
+        """Add ``change`` to a customer's credit in one statement, and return the balance.
+
+        The database adds it to the value it holds (``amount = amount + change``), whatever this
+        transaction read before, so concurrent changes never overwrite each other. Credit used
+        (a negative change) is taken only if the balance still covers it; otherwise someone spent
+        it meanwhile, and :class:`ConcurrentUpdate` rolls the whole transaction back.
+        """
+        self.record_currency(change.currency)
+        row = CreditBalanceRow.__table__  # type: ignore[attr-defined]
+        balance = row.c.amount_minor
+        if change.is_negative():
+            statement: Any = (
+                update(row)
+                .where(row.c.customer_id == customer_id)
+                .where(row.c.currency == change.currency.code)
+                .where(balance >= -change.minor)
+                .values(amount_minor=balance + change.minor, updated_at=at)
+                .returning(balance)
             )
         else:
-            row.amount_minor = balance.amount.minor
-            row.updated_at = at
+            dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+            statement = (
+                dialect.insert(row)
+                .values(
+                    customer_id=customer_id,
+                    currency=change.currency.code,
+                    amount_minor=change.minor,
+                    updated_at=at,
+                )
+                .on_conflict_do_update(
+                    index_elements=["customer_id", "currency"],
+                    set_={"amount_minor": balance + change.minor, "updated_at": at},
+                )
+                .returning(balance)
+            )
+        amount = self.session.execute(statement).scalar()
+        if amount is None:
+            raise ConcurrentUpdate("credit balance", customer_id)
+        return CreditBalance(Money(amount, change.currency))
+
+    def grant(self, granted: CreditGranted) -> CreditBalance:
+        """Add credit to a customer's balance, recording the event that says why."""
+        balance = self.change_credit(granted.customer_id, granted.amount, granted.at)
+        self.record([granted])
         return balance
 
     def gateway_customer(self, customer_id: str, gateway: str) -> str | None:
@@ -277,6 +356,8 @@ class Tx:
     def add_plan(self, plan: Plan, at: datetime) -> None:
         if self.session.get(PlanRow, plan.code) is not None:
             raise AlreadyExists("plan", plan.code)
+        self.record_currency(plan.price.currency)
+        self.record_currency(plan.billing_currency)
         self.session.add(mapping.plan_row(plan, at))
 
     def plan(self, code: str) -> Plan:
@@ -519,6 +600,17 @@ class Tx:
             raise NotFound("invoice", number)
         return self._invoice(row)
 
+    def unpaid_invoices(self, subscription_id: str) -> list[str]:
+        """The ids of a subscription's invoices not paid (open, or written off), oldest first."""
+        return list(
+            self.session.exec(
+                select(InvoiceRow.id)
+                .where(col(InvoiceRow.subscription_id) == subscription_id)
+                .where(col(InvoiceRow.status).in_(("open", "uncollectible")))
+                .order_by(col(InvoiceRow.created_at), col(InvoiceRow.number))
+            ).all()
+        )
+
     def invoices(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
     ) -> list[Invoice]:
@@ -544,8 +636,12 @@ class Tx:
         except IntegrityError as exc:
             raise ConcurrentUpdate("payment", row.idempotency_key) from exc
 
-    def payment_row(self, payment_id: str) -> PaymentRow:
-        row = self.session.get(PaymentRow, payment_id)
+    def payment_row(self, payment_id: str, *, lock: bool = False) -> PaymentRow:
+        """A payment attempt's row; ``lock`` holds it until commit (refunds of one payment are
+        made one after the other)."""
+        row = self.session.get(
+            PaymentRow, payment_id, with_for_update=lock or None, populate_existing=lock
+        )
         if row is None:
             raise NotFound("payment", payment_id)
         return row
@@ -591,17 +687,21 @@ class Tx:
         if refresh and row.subscription_id is not None:
             self.refresh_next_run(row.subscription_id)
 
-    def refunded(self, payment_id: str) -> int:
-        """Minor units already refunded (or on their way back) from a payment."""
-        total = self.session.exec(
-            select(func.coalesce(func.sum(RefundRow.amount_minor), 0))
-            .where(col(RefundRow.payment_id) == payment_id)
-            .where(col(RefundRow.status) != "failed")
-        ).first()
-        return int(total or 0)
+    def refunded(self, payment_id: str, *, succeeded_only: bool = False) -> int:
+        """Minor units already refunded (or on their way back) from a payment; only those the
+        gateway confirmed with ``succeeded_only``."""
+        query = select(func.coalesce(func.sum(RefundRow.amount_minor), 0)).where(
+            col(RefundRow.payment_id) == payment_id
+        )
+        if succeeded_only:
+            query = query.where(col(RefundRow.status) == RefundStatus.SUCCEEDED.value)
+        else:
+            query = query.where(col(RefundRow.status) != RefundStatus.FAILED.value)
+        return int(self.session.exec(query).first() or 0)
 
-    def refund_row(self, refund_id: str) -> RefundRow:
-        row = self.session.get(RefundRow, refund_id)
+    def refund_row(self, refund_id: str, *, fresh: bool = False) -> RefundRow:
+        """A refund's row (``fresh``: read again, after taking its payment's lock)."""
+        row = self.session.get(RefundRow, refund_id, populate_existing=fresh)
         if row is None:
             raise NotFound("refund", refund_id)
         return row

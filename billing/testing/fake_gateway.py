@@ -12,6 +12,10 @@ them, one per new charge, the last repeating); customers never scripted follow t
 * ``pay_late``: ``PENDING`` until ``pending_for`` after the charge's ``at``, then ``SUCCEEDED``.
 * ``never_pay``: ``PENDING`` until ``pending_for`` after the charge's ``at``, then a soft
   decline with code ``expired``.
+* ``pay_by_link``: ``REQUIRES_ACTION`` with a link to pay at (``action_url``), and the customer
+  pays it ``pending_for`` after the charge's ``at``: then ``SUCCEEDED``.
+* ``link_expires``: ``REQUIRES_ACTION`` with a link nobody pays; ``pending_for`` after the charge's
+  ``at`` it expires, a soft decline (``payer_abandoned``, code ``expired``).
 
 Time only ever comes from the requests' ``at``, never from the system clock: a pending charge
 settles when a ``sync``, a repeated ``charge`` or a ``refund`` at or after its due time looks at
@@ -30,6 +34,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from billing.domain import _checks
+from billing.domain.currencies import EXPONENTS, UNITS_OF_ACCOUNT
 from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.money import Money
 from billing.domain.payments import (
@@ -72,6 +77,19 @@ class Behavior(StrEnum):
     """``PENDING``, then ``SUCCEEDED`` once ``pending_for`` has passed."""
     NEVER_PAY = "never_pay"
     """``PENDING``, then a soft decline (``expired``) once ``pending_for`` has passed."""
+    PAY_BY_LINK = "pay_by_link"
+    """``REQUIRES_ACTION`` with a link, paid once ``pending_for`` has passed."""
+    LINK_EXPIRES = "link_expires"
+    """``REQUIRES_ACTION`` with a link, expired (a soft decline) once ``pending_for`` has passed."""
+
+
+_SETTLES_LATER = {
+    Behavior.PAY_LATE: PaymentStatus.PENDING,
+    Behavior.NEVER_PAY: PaymentStatus.PENDING,
+    Behavior.PAY_BY_LINK: PaymentStatus.REQUIRES_ACTION,
+    Behavior.LINK_EXPIRES: PaymentStatus.REQUIRES_ACTION,
+}
+"""The behaviors whose charges wait ``pending_for``, and the status they wait in."""
 
 
 BehaviorLike = Behavior | str
@@ -116,8 +134,9 @@ class _Charge:
 
     def observe(self, at: datetime) -> PaymentResult:
         """The charge's current result as seen at ``at``, settling it if it is due."""
-        if self.status is PaymentStatus.PENDING and at >= self.due:
-            if self.behavior is Behavior.PAY_LATE:
+        waiting = self.status in (PaymentStatus.PENDING, PaymentStatus.REQUIRES_ACTION)
+        if waiting and at >= self.due:
+            if self.behavior in (Behavior.PAY_LATE, Behavior.PAY_BY_LINK):
                 self.status = PaymentStatus.SUCCEEDED
             else:
                 self.status = PaymentStatus.FAILED
@@ -125,6 +144,7 @@ class _Charge:
                 self.error = ErrorCode.PAYER_ABANDONED
                 self.code = "expired"
                 self.message = "the payment was never completed (fake never_pay)"
+        link = self.status is PaymentStatus.REQUIRES_ACTION
         return PaymentResult(
             status=self.status,
             decline=self.decline,
@@ -132,6 +152,7 @@ class _Charge:
             message=self.message,
             reference=self.reference,
             error=self.error,
+            action_url=f"https://fake.invalid/pay/{self.reference}" if link else None,
         )
 
     def taken(self) -> TakenCharge:
@@ -186,6 +207,9 @@ class CardOnFile(ABC):
             Capability.IDEMPOTENT_CHARGES,
         }
     )
+
+    currencies: frozenset[str] = frozenset(EXPONENTS) - frozenset(UNITS_OF_ACCOUNT)
+    """Every currency that is paid in: no gateway takes a unit of account such as the UF."""
 
     @property
     @abstractmethod
@@ -316,8 +340,8 @@ class FakeGateway(CardOnFile):
                 charge.status = PaymentStatus.FAILED
                 charge.error, charge.code, charge.message = _DECLINES[behavior]
                 charge.decline = DECLINE_OF[charge.error]
-            elif behavior in (Behavior.PAY_LATE, Behavior.NEVER_PAY):
-                charge.status = PaymentStatus.PENDING
+            elif behavior in _SETTLES_LATER:
+                charge.status = _SETTLES_LATER[behavior]
             self._charges[charge.key] = charge
             self._by_reference[charge.reference] = charge
             if behavior is Behavior.TIMEOUT:

@@ -48,6 +48,7 @@ def _result_json(result: PaymentResult | None) -> dict[str, Any] | None:
         "message": result.message,
         "reference": result.reference,
         "error": None if result.error is None else result.error.value,
+        "action_url": result.action_url,
     }
 
 
@@ -61,6 +62,7 @@ def _result(data: Mapping[str, Any] | None) -> PaymentResult | None:
         message=data["message"],
         reference=data["reference"],
         error=None if data["error"] is None else ErrorCode(data["error"]),
+        action_url=data.get("action_url"),
     )
 
 

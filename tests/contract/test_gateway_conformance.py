@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from billing.domain.currencies import EXPONENTS, UNITS_OF_ACCOUNT
 from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.payments import DECLINE_OF, DeclineKind, ErrorCode, PaymentStatus
 from billing.ports import (
@@ -97,6 +98,15 @@ def test_the_gateway_names_itself_and_declares_card_on_file_charges(harness: Har
     )
     assert (Capability.PARTIAL_REFUNDS in capabilities) is harness.expectations.partial_refunds
     assert (Capability.NOTIFICATIONS in capabilities) is harness.expectations.notifications
+
+
+def test_the_gateway_declares_the_currencies_it_charges_in_and_never_a_unit_of_account(
+    harness: Harness,
+):
+    currencies = harness.gateway.currencies
+    assert harness.amount.currency.code in currencies
+    assert currencies <= set(EXPONENTS)
+    assert not currencies & set(UNITS_OF_ACCOUNT)  # nobody pays in UF
 
 
 def test_operations_of_undeclared_capabilities_refuse_without_calling_out(harness: Harness):

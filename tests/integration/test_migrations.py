@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from billing.bootstrap import open_engine
-from billing.domain.errors import SchemaNotReady
+from billing.domain.errors import BillingError, SchemaNotReady, StorageError
 from billing.store.database import connect, current_revision, downgrade, head_revision, upgrade
 from billing.store.tables import metadata
 
@@ -110,3 +110,10 @@ def test_revision_0002_gives_existing_events_their_delivery_stream(empty: Engine
         deliveries = set(connection.execute(text("SELECT deliveries FROM events")).scalars())
     assert streams == {"evt_1": "subscription:s1", "evt_2": "customer:c1", "evt_3": "engine"}
     assert deliveries == {0}
+
+
+def test_an_unreachable_database_is_a_storage_error_that_hides_the_password():
+    with pytest.raises(StorageError) as refused:
+        open_engine("postgresql://billing:s3cret@127.0.0.1:1/db", gateways=[])
+    assert isinstance(refused.value, BillingError)
+    assert "s3cret" not in str(refused.value)

@@ -31,10 +31,10 @@ def test_every_error_derives_from_the_one_root():
     assert all(issubclass(error, billing.BillingError) for error in errors)
 
 
-def test_the_readme_example_prints_what_it_says():
+def test_the_readme_example_prints_what_it_says_and_bills_a_renewal_in_memory():
     readme = (ROOT / "README.md").read_text()
     [example] = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(example, "README.md", "exec"), {})
-    assert out.getvalue().strip() == "active 11900 CLP"
+    assert out.getvalue().strip().splitlines() == ["active 11900 CLP", "['paid', 'paid']"]
