@@ -20,10 +20,11 @@ from sqlalchemy import Engine
 
 from billing import __version__
 from billing.bootstrap import open_engine
+from billing.clock import ManualClock
 from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.currencies import EXPONENTS
-from billing.domain.errors import BillingError, SchemaNotReady
+from billing.domain.errors import BillingError, InvalidArgument, SchemaNotReady
 from billing.domain.periods import BillingCalendar, Interval
 from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scenario
 from billing.services.dispatch import Handlers
@@ -146,6 +147,13 @@ def worker(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    now: Annotated[
+        str | None,
+        typer.Option(
+            help="With --once: run as if it were this instant (ISO 8601 with a UTC offset), "
+            "a test clock for rehearsing months of billing with real workers."
+        ),
+    ] = None,
 ) -> None:
     """Bill what is due, reconcile unsettled payments and deliver events, on a schedule.
 
@@ -163,7 +171,8 @@ def worker(
             lease_seconds=lease,
         )
         registry = _load(handlers) if handlers else None
-        engine = open_engine(settings=settings)
+        clock = None if now is None else ManualClock(_instant("--now", now, once=once))
+        engine = open_engine(settings=settings, clock=clock)
     except (BillingError, ImportError, AttributeError) as exc:
         _error(str(exc))
         raise typer.Exit(code=2) from None
@@ -174,6 +183,16 @@ def worker(
             failed = len(report.billing.failed) + len(report.reconcile.failed)
             raise typer.Exit(code=1 if failed else 0)
         runner.run()
+
+
+def _instant(option: str, value: str, *, once: bool) -> datetime:
+    if not once:
+        raise InvalidArgument(option, "needs --once (a continuous worker reads the real clock)")
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(option, "must be an ISO 8601 instant", value) from None
+    return _checks.aware(option, instant)
 
 
 def _error(message: str) -> None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from billing.domain.customers import PaymentMethod
-from billing.domain.errors import AlreadyExists, ConcurrentUpdate
+from billing.domain.errors import AlreadyExists, BillingError, ConcurrentUpdate
 from billing.domain.events import CreditGranted, CreditSource, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
 from billing.domain.money import Money
@@ -83,10 +83,12 @@ class RunReport:
             getattr(self, name).append(subscription_id)
 
 
-def next_check(ctx: Context, created_at: datetime, at: datetime) -> datetime:
-    """When to ask again about an unsettled payment: back off with its age, up to a day."""
+def next_check(ctx: Context, sent_at: datetime, at: datetime) -> datetime:
+    """When to ask again, after a check at ``at``, about an unsettled payment: back off with the
+    time since it was last sent (not since its billing instant, which catch-up billing puts far
+    in the past), from the reconcile delay up to a day."""
     first = ctx.settings.reconcile_after
-    return at + min(max(at - created_at, first), max(first, _CHECK_MAX))
+    return at + min(max(at - sent_at, first), max(first, _CHECK_MAX))
 
 
 # -- saving outcomes ------------------------------------------------------------------------
@@ -138,6 +140,7 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
     gateway = ctx.gateways.get(method.gateway) if method is not None else None
     refusal = _refusal(method, gateway, invoice)
     number = len(attempts) + 1
+    sent_at = max(at, ctx.clock.now())  # it goes out as soon as this transaction commits
     row = PaymentRow(
         id=new_id("pay"),
         invoice_id=invoice.id,
@@ -151,9 +154,10 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         payment_method_id=None if method is None else method.id,
         status=PaymentStatus.CREATED.value,
         created_at=at,
+        sent_at=sent_at,
         # its call may be in flight until the sender's lease plus the gateway's timeout have
         # passed, in real time: only then is asking the gateway (and maybe resending) safe
-        check_at=max(at, ctx.clock.now()) + ctx.settings.unanswered_after,
+        check_at=sent_at + ctx.settings.unanswered_after,
     )
     tx.add_payment(row)
     if refusal is not None or method is None:
@@ -185,22 +189,42 @@ def _refusal(
 
 
 def record(
-    ctx: Context, tx: Tx, row: PaymentRow, result: PaymentResult, at: datetime
+    ctx: Context,
+    tx: Tx,
+    row: PaymentRow,
+    result: PaymentResult,
+    at: datetime,
+    *,
+    sent_at: datetime | None = None,
+    on_schedule: bool = False,
 ) -> list[PendingCharge]:
-    """Save a gateway's answer and what it means for the invoice and the subscription.
+    """Save a gateway's answer, got at ``at``, and what it means for the invoice and the
+    subscription.
 
+    ``row`` must be locked (:meth:`Tx.payment_row` with ``lock``), so that of two processes
+    recording one attempt's outcome, the second sees the first's: one fact, one event.
+    ``sent_at`` is when the request that got this answer was sent, if it was sent again.
+    ``on_schedule`` dates the outcome as if the attempt had been sent at its billing instant
+    (never before the subscription's latest event): an attempt a crash kept from its gateway
+    is answered late, but its dunning keeps the billing schedule instead of the wall clock.
     Returns follow-up attempts to send (a reactivation can bill the rest of a period at once).
     """
     attempt = mapping.payment(row)
     if attempt.is_settled():
         return []  # another process recorded it first
+    if sent_at is not None:
+        row.sent_at = sent_at
     if result.status is attempt.status:
-        tx.save_payment(row, attempt, next_check(ctx, row.created_at, at))
+        tx.save_payment(row, attempt, next_check(ctx, row.sent_at, at))
         return []
+    check_at = next_check(ctx, row.sent_at, at)
+    if on_schedule and row.subscription_id is not None:
+        latest = tx.last_event_at(row.subscription_id) or row.created_at
+        at = min(at, max(row.created_at, latest))
     attempt, events = attempt.record(result, at=at)
     settled = attempt.is_settled() and row.subscription_id is not None
     # a settled attempt's subscription is saved next, which brings its next_run_at up to date
-    tx.save_payment(row, attempt, next_check(ctx, row.created_at, at), refresh=not settled)
+    tx.save_payment(row, attempt, check_at, refresh=not settled)
     tx.record(events)
     log.info(
         "payment.recorded payment=%s invoice=%s attempt=%s status=%s code=%s",
@@ -288,18 +312,26 @@ def send(
             log.warning("billing.claim_lapsed payment=%s", pending.payment_id)
             continue
         ctx.hooks.attempt_written(pending.payment_id)
+        sent_at = max(at, ctx.clock.now())
         result = _charge(ctx.gateways[pending.gateway], pending.request)
         ctx.hooks.gateway_answered(pending.payment_id, result)
         sent += 1
-        queue.extend(_save_answer(ctx, pending.payment_id, result, at))
+        queue.extend(_save_answer(ctx, pending.payment_id, result, at, sent_at=sent_at))
     return sent
 
 
 def _save_answer(
-    ctx: Context, payment_id: str, result: PaymentResult, at: datetime
+    ctx: Context,
+    payment_id: str,
+    result: PaymentResult,
+    at: datetime,
+    *,
+    sent_at: datetime | None = None,
+    on_schedule: bool = False,
 ) -> list[PendingCharge]:
     with ctx.store.transaction() as tx:
-        follow = record(ctx, tx, tx.payment_row(payment_id), result, at)
+        row = tx.payment_row(payment_id, lock=True)
+        follow = record(ctx, tx, row, result, at, sent_at=sent_at, on_schedule=on_schedule)
         ctx.hooks.before_outcome_commit(payment_id)
     return follow
 
@@ -348,17 +380,23 @@ def reconcile(
         gateway = ctx.gateways.get(row.gateway or "")
         if gateway is None:
             log.warning("reconcile.no_gateway payment=%s gateway=%s", payment_id, row.gateway)
-            tx.save_payment(row, mapping.payment(row), next_check(ctx, row.created_at, at))
+            tx.save_payment(row, mapping.payment(row), next_check(ctx, row.sent_at, at))
             return
         request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
     result = _sync(gateway, request, row.reference)
+    sent_at = None
     if result is None:
         if deadline is not None and ctx.clock.now() >= deadline:
             return
         ctx.hooks.attempt_written(payment_id)
+        sent_at = at  # sent again at this check
         result = _charge(gateway, request)
     ctx.hooks.gateway_answered(payment_id, result)
-    send(ctx, _save_answer(ctx, payment_id, result, at), at, deadline=deadline)
+    # an attempt the gateway never received is answered now as it would have been when billed
+    follow = _save_answer(
+        ctx, payment_id, result, at, sent_at=sent_at, on_schedule=sent_at is not None
+    )
+    send(ctx, follow, at, deadline=deadline)
 
 
 def _sync(
@@ -433,6 +471,10 @@ def run_subscription(
     ``checks_only``)."""
     report = report if report is not None else RunReport()
     while True:
+        if deadline is not None and ctx.clock.now() >= deadline:
+            # the claim lapsed: another worker may hold this subscription now
+            log.warning("billing.claim_lapsed subscription=%s", subscription_id)
+            return
         with ctx.store.transaction() as tx:
             loaded = tx.subscription(subscription_id)
             due = None if checks_only else loaded.subscription.due_at
@@ -570,5 +612,14 @@ def _work(
         log.exception("billing.failed subscription=%s", subscription_id)
         report.note("failed", subscription_id)
     finally:
+        release(ctx, [subscription_id])
+
+
+def release(ctx: Context, subscription_ids: list[str]) -> None:
+    """Give up claims; a release that fails (the database went away) is logged, not raised:
+    the run goes on, and the claims lapse with their lease."""
+    try:
         with ctx.store.transaction() as tx:
-            tx.release(ctx.worker, [subscription_id])
+            tx.release(ctx.worker, subscription_ids)
+    except BillingError:
+        log.exception("billing.release_failed subscriptions=%s", ",".join(subscription_ids))

@@ -90,7 +90,7 @@ def receive(
         raise GatewayError(port.name, "gateway_unavailable", "could not confirm the payment")
     try:
         with ctx.store.transaction() as tx:
-            row = None if payment_id is None else tx.payment_row(payment_id)
+            row = None if payment_id is None else tx.payment_row(payment_id, lock=True)
             confirmed = row is not None and (answer is not None or row.status not in UNSETTLED)
             status = NotificationStatus.PROCESSED if confirmed else NotificationStatus.IGNORED
             tx.add_notification(_row(port.name, facts, payment_id, status, body, now))

@@ -278,6 +278,9 @@ class PaymentRow(SQLModel, table=True):
     action_url: str | None = Field(default=None, sa_type=Text)
     created_at: datetime
     updated_at: datetime | None = None
+    sent_at: datetime
+    """When the attempt was last sent, or written to be sent, to its gateway (real time): its
+    checks back off with the time since."""
     check_at: datetime | None = Field(default=None, index=True)
     """When to ask the gateway again about an unsettled attempt."""
 

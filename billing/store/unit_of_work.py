@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import ColumnElement, Engine, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -522,21 +522,30 @@ class Tx:
         )
 
     def release(self, worker: str, subscription_ids: Sequence[str]) -> None:
-        """Give up this worker's claims on the subscriptions."""
+        """Give up this worker's claims on the subscriptions (see :meth:`_unclaim`)."""
         if subscription_ids:
-            self.session.execute(
-                update(SubscriptionRow)
-                .where(col(SubscriptionRow.id).in_(list(subscription_ids)))
-                .where(col(SubscriptionRow.claimed_by) == worker)
-                .values(claimed_by=None, claimed_until=None)
-                .execution_options(synchronize_session=False)
+            self._unclaim(
+                col(SubscriptionRow.id).in_(list(subscription_ids)),
+                col(SubscriptionRow.claimed_by) == worker,
             )
 
     def release_expired(self, wall_now: datetime) -> int:
         """Clear claims whose lease lapsed (their workers died or hung); returns how many."""
+        return self._unclaim(col(SubscriptionRow.claimed_until) < wall_now)
+
+    def _unclaim(self, *conditions: ColumnElement[bool]) -> int:
+        """Clear the claims of the matching rows, locked in id order and skipping any another
+        transaction holds: a release never waits, so it is never part of a deadlock (a row it
+        skips is released later, or its lease lapses)."""
+        rows = (
+            select(SubscriptionRow.id)
+            .where(*conditions)
+            .order_by(col(SubscriptionRow.id))
+            .with_for_update(skip_locked=True)
+        )
         result = self.session.execute(
             update(SubscriptionRow)
-            .where(col(SubscriptionRow.claimed_until) < wall_now)
+            .where(col(SubscriptionRow.id).in_(rows))
             .values(claimed_by=None, claimed_until=None)
             .execution_options(synchronize_session=False)
         )
@@ -637,8 +646,8 @@ class Tx:
             raise ConcurrentUpdate("payment", row.idempotency_key) from exc
 
     def payment_row(self, payment_id: str, *, lock: bool = False) -> PaymentRow:
-        """A payment attempt's row; ``lock`` holds it until commit (refunds of one payment are
-        made one after the other)."""
+        """A payment attempt's row; ``lock`` holds it until commit and reads it afresh (one
+        attempt's outcome is recorded once, and its refunds one after the other)."""
         row = self.session.get(
             PaymentRow, payment_id, with_for_update=lock or None, populate_existing=lock
         )
@@ -763,6 +772,17 @@ class Tx:
                 )
             )
         self.session.flush()
+
+    def last_event_at(self, subscription_id: str) -> datetime | None:
+        """The instant of the subscription's latest event: how far its history has gone."""
+        return _utc(
+            self.session.exec(
+                select(EventRow.at)
+                .where(col(EventRow.stream) == _stream(subscription_id, None))
+                .order_by(col(EventRow.seq).desc())
+                .limit(1)
+            ).first()
+        )
 
     def events(self, *, after: int, limit: int, pending_only: bool) -> list[StoredEvent]:
         query = select(EventRow).where(col(EventRow.seq) > after).order_by(col(EventRow.seq))

@@ -3,7 +3,8 @@
 Tests that run several worker processes serve one fake on loopback with :func:`serve` and point
 each worker at it (``BILLING_FAKE_GATEWAY_URL``); the workers reach it through
 :class:`RemoteFakeGateway`. The fake's books (calls per idempotency key, charges taken) stay in
-the serving process, where the test reads them.
+the serving process, where the test reads them; a test in another process reads them with
+``GET /books`` (:meth:`RemoteFakeGateway.books`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def _result(data: Mapping[str, Any] | None) -> PaymentResult | None:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeGateway
 
+    def do_GET(self) -> None:
+        if self.path != "/books":
+            self._reply(404, {"error": f"no route {self.path}"})
+            return
+        self._reply(200, books(self.fake))
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         try:
@@ -133,6 +140,24 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the fake serves thousands of requests in a test."""
 
 
+def books(fake: FakeGateway) -> dict[str, Any]:
+    """The fake's books as JSON: calls per idempotency key, and every charge that took money."""
+    return {
+        "calls": dict(fake.calls),
+        "charges": [
+            {
+                "idempotency_key": charge.idempotency_key,
+                "customer_id": charge.customer_id,
+                "amount": _money_json(charge.amount),
+                "refunded": _money_json(charge.refunded),
+                "reference": charge.reference,
+                "at": charge.at.isoformat(),
+            }
+            for charge in fake.charges_taken()
+        ],
+    }
+
+
 @contextmanager
 def serve(fake: FakeGateway, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``fake`` on ``host:port`` (a free port by default) and yield its base URL."""
@@ -165,6 +190,12 @@ class RemoteFakeGateway(CardOnFile):
         """Close the HTTP client this gateway made (a client passed in stays the caller's)."""
         if self._owns_client:
             self._client.close()
+
+    def books(self) -> dict[str, Any]:
+        """The served fake's books (see :func:`books`), from any process."""
+        response = self._client.get("/books")
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         response = self._client.post(path, json=body)

@@ -390,19 +390,26 @@ class BillingMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        behavior=st.sampled_from(list(ProrationBehavior)),
+        behaviors=st.sampled_from(list(ProrationBehavior)).flatmap(
+            lambda behavior: st.lists(st.just(behavior), min_size=1, max_size=2)
+        ),
         later=st.sampled_from(LATER),
     )
-    def change_plan(self, data: st.DataObject, behavior: str, later: timedelta | None) -> None:
+    def change_plan(
+        self, data: st.DataObject, behaviors: list[str], later: timedelta | None
+    ) -> None:
+        """One plan change, or two at the same instant with the same proration behaviour (two
+        upgrades invoiced at once, say)."""
         self._wait(later)
         subscription = self._pick(data, SubscriptionStatus.ACTIVE)
         if subscription is None:
             return
-        current = self.engine.subscription(subscription).plan.code
-        choices = [code for code, *_ in FAMILIES[FAMILY_OF[current]] if code != current]
-        plan = data.draw(st.sampled_from(choices), label="plan")
-        self._note_unpaid(subscription)
-        self._refused_or(self.engine.change_plan, subscription, plan, behavior=behavior)
+        for behavior in behaviors:
+            current = self.engine.subscription(subscription).plan.code
+            choices = [code for code, *_ in FAMILIES[FAMILY_OF[current]] if code != current]
+            plan = data.draw(st.sampled_from(choices), label="plan")
+            self._note_unpaid(subscription)
+            self._refused_or(self.engine.change_plan, subscription, plan, behavior=behavior)
 
     @rule(data=st.data(), at_period_end=st.booleans(), later=st.sampled_from(LATER))
     def cancel(self, data: st.DataObject, at_period_end: bool, later: timedelta | None) -> None:

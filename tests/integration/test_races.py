@@ -1,4 +1,5 @@
-"""Races on one balance, replayed deterministically on PostgreSQL (READ COMMITTED).
+"""Races on one balance, one payment or one claim, replayed deterministically on PostgreSQL (READ
+COMMITTED).
 
 One thread is held at a chosen SQL statement (a SQLAlchemy ``after_cursor_execute`` listener)
 while another runs; the held one goes on only once the other has finished or is waiting on a row
@@ -249,3 +250,68 @@ def test_a_key_taken_by_a_concurrent_call_is_a_billing_error_never_a_driver_one(
     with pytest.raises(ConcurrentUpdate):
         first.go()
     assert engine.customer("twice").id == "twice"
+
+
+# -- the billing loop ---------------------------------------------------------------------------
+
+
+def test_an_outcome_recorded_by_a_worker_whose_claim_lapsed_and_by_its_successor_is_one_fact(
+    engine: Engine, postgres_url: str, admin: sqlalchemy.Engine
+):
+    """Worker A charges and is slow to record the answer; its claim lapses and worker B, taking
+    the subscription over, learns the same outcome from the gateway. One payment.succeeded."""
+    clock = engine.clock
+    assert isinstance(clock, ManualClock)
+    [fake] = engine.gateways.values()
+    subscription = engine.subscribe("c1", "oro")
+    clock.set(datetime(2026, 4, 1, 12, tzinfo=SCL))
+    with open_engine(postgres_url, clock=clock, gateways=[fake]) as successor:
+        slow = Held(engine, r"FROM payments\s+WHERE payments\.id =", engine.run_due)
+        clock.advance(engine.settings.unanswered_after)  # A's claim lapses; the attempt is due
+        taking_over = Other(admin, successor.reconcile)
+        slow.go()
+        taking_over.done()
+    [_, renewal] = engine.invoices(subscription_id=subscription.id)
+    [attempt] = engine.payments(invoice_id=renewal.id)
+    assert fake.calls[attempt.idempotency_key] == 1
+    succeeded = [
+        e
+        for e in engine.events(limit=500)
+        if e.name == "payment.succeeded" and e.payload["payment_id"] == attempt.id
+    ]
+    assert len(succeeded) == 1
+    assert credit(engine) == clp(0)  # not a second payment credited as an overpayment
+    books_balance(engine)
+
+
+def test_releasing_claims_never_waits_on_a_row_another_transaction_holds(
+    engine: Engine, admin: sqlalchemy.Engine
+):
+    """Releases take rows in id order and skip locked ones, so they cannot deadlock with other
+    workers claiming and releasing the same rows in other orders."""
+    clock = engine.clock
+    assert isinstance(clock, ManualClock)
+    subscription = engine.subscribe("c1", "oro")
+    store = engine.store
+    with store.transaction() as tx:
+        tx.session.execute(
+            text("UPDATE subscriptions SET claimed_by = 'gone', claimed_until = :t"),
+            {"t": clock.now() - timedelta(seconds=1)},
+        )
+    with admin.connect() as holder:
+        holder.execute(
+            text("SELECT id FROM subscriptions WHERE id = :id FOR UPDATE"),
+            {"id": subscription.id},
+        )
+        sweeping = Other(admin, engine.reconcile)
+        assert not sweeping.blocked
+        sweeping.done()
+
+        def release() -> None:
+            with store.transaction() as tx:
+                tx.release("gone", [subscription.id])
+
+        releasing = Other(admin, release)
+        assert not releasing.blocked
+        releasing.done()
+        holder.rollback()
