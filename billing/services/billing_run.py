@@ -214,10 +214,10 @@ def record(
         return []  # another process recorded it first
     if sent_at is not None:
         row.sent_at = sent_at
-    if result.status is attempt.status:
-        tx.save_payment(row, attempt, next_check(ctx, row.sent_at, at))
-        return []
     check_at = next_check(ctx, row.sent_at, at)
+    if result.status is attempt.status:
+        tx.save_payment(row, attempt, check_at)
+        return []
     if on_schedule and row.subscription_id is not None:
         latest = tx.last_event_at(row.subscription_id) or row.created_at
         at = min(at, max(row.created_at, latest))

@@ -229,9 +229,9 @@ class BillingMachine(RuleBasedStateMachine):
         self.taxes: dict[str, TaxRate | None] = {}
         self.live: list[str] = []
         """Subscriptions not known to be final, for the rules that act on one."""
-        # daily plans for customers in Samoa around the day it skipped (with time passing ten
-        # times slower, so that a history sees weeks of them); monthly and UF ones otherwise
-        self.pace = 10 if daily else 1
+        # daily plans for customers in Samoa around the day it skipped (with time passing twenty
+        # times slower, so that a history sees days of them); monthly and UF ones otherwise
+        self.pace = 20 if daily else 1
         self.zone = "Pacific/Apia" if daily else None
         families = ("daily",) if daily else ("monthly", "uf")
         self.plans = [code for family in families for code, *_ in FAMILIES[family]]

@@ -1,9 +1,9 @@
 """The money laws over whole histories on the real engine: :class:`BillingMachine` on SQLite in
 memory and on PostgreSQL (each history on an emptied database).
 
-The number of histories follows the hypothesis profile: a fifth of its examples on SQLite and a
-tenth on PostgreSQL (40 and 20 with ``ci``, 1000 and 500 with ``thorough``), 40 steps each, in
-independent shards that pytest-xdist runs in parallel.
+The number of histories follows the hypothesis profile: an eighth of its examples on SQLite and a
+sixteenth on PostgreSQL (24 and 12 with ``ci``, 624 and 312 with ``thorough``), 40 steps each,
+in independent shards that pytest-xdist runs in parallel.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _settings(share: int) -> settings:
 
 @shards
 def test_money_is_conserved_over_random_histories_on_sqlite(shard: int) -> None:
-    run_state_machine_as_test(BillingMachine, settings=_settings(5))
+    run_state_machine_as_test(BillingMachine, settings=_settings(8))
 
 
 @shards
@@ -54,6 +54,6 @@ def test_money_is_conserved_over_random_histories_on_postgres(
             return postgres_url
 
     try:
-        run_state_machine_as_test(OnPostgres, settings=_settings(10))
+        run_state_machine_as_test(OnPostgres, settings=_settings(16))
     finally:
         admin.dispose()
