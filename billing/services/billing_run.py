@@ -140,7 +140,6 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
     gateway = ctx.gateways.get(method.gateway) if method is not None else None
     refusal = _refusal(method, gateway, invoice)
     number = len(attempts) + 1
-    sent_at = max(at, ctx.clock.now())  # it goes out as soon as this transaction commits
     row = PaymentRow(
         id=new_id("pay"),
         invoice_id=invoice.id,
@@ -154,10 +153,10 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         payment_method_id=None if method is None else method.id,
         status=PaymentStatus.CREATED.value,
         created_at=at,
-        sent_at=sent_at,
+        sent_at=at,  # sent on the billing schedule; a resend at a check moves it
         # its call may be in flight until the sender's lease plus the gateway's timeout have
         # passed, in real time: only then is asking the gateway (and maybe resending) safe
-        check_at=sent_at + ctx.settings.unanswered_after,
+        check_at=max(at, ctx.clock.now()) + ctx.settings.unanswered_after,
     )
     tx.add_payment(row)
     if refusal is not None or method is None:
@@ -312,11 +311,10 @@ def send(
             log.warning("billing.claim_lapsed payment=%s", pending.payment_id)
             continue
         ctx.hooks.attempt_written(pending.payment_id)
-        sent_at = max(at, ctx.clock.now())
         result = _charge(ctx.gateways[pending.gateway], pending.request)
         ctx.hooks.gateway_answered(pending.payment_id, result)
         sent += 1
-        queue.extend(_save_answer(ctx, pending.payment_id, result, at, sent_at=sent_at))
+        queue.extend(_save_answer(ctx, pending.payment_id, result, at))
     return sent
 
 

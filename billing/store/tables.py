@@ -279,8 +279,8 @@ class PaymentRow(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime | None = None
     sent_at: datetime
-    """When the attempt was last sent, or written to be sent, to its gateway (real time): its
-    checks back off with the time since."""
+    """When the attempt was last sent: its billing instant, or the check at which it was sent
+    again because its gateway never received it. Its checks back off with the time since."""
     check_at: datetime | None = Field(default=None, index=True)
     """When to ask the gateway again about an unsettled attempt."""
 
