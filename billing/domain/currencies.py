@@ -319,7 +319,6 @@ EXPONENTS: Mapping[str, int] = MappingProxyType(
         "XSU": 2,
         "XTS": 2,
         "XUA": 2,
-        "XXX": 2,
         "YDD": 2,
         "YER": 0,
         "YUD": 2,

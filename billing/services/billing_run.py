@@ -194,30 +194,29 @@ def record(
     result: PaymentResult,
     at: datetime,
     *,
-    sent_at: datetime | None = None,
-    on_schedule: bool = False,
+    resent: bool = False,
 ) -> list[PendingCharge]:
     """Save a gateway's answer, got at ``at``, and what it means for the invoice and the
     subscription.
 
     ``row`` must be locked (:meth:`Tx.payment_row` with ``lock``), so that of two processes
     recording one attempt's outcome, the second sees the first's: one fact, one event.
-    ``sent_at`` is when the request that got this answer was sent, if it was sent again.
-    ``on_schedule`` dates the outcome as if the attempt had been sent at its billing instant
-    (never before the subscription's latest event): an attempt a crash kept from its gateway
-    is answered late, but its dunning keeps the billing schedule instead of the wall clock.
+    ``resent`` says the answer is to a resend at this check, the gateway having never received
+    the attempt: its checks back off from now on, and its outcome is dated as if it had been
+    sent at its billing instant (never before the subscription's latest event), so that the
+    dunning of an attempt a crash kept from its gateway keeps the billing schedule.
     Returns follow-up attempts to send (a reactivation can bill the rest of a period at once).
     """
     attempt = mapping.payment(row)
     if attempt.is_settled():
         return []  # another process recorded it first
-    if sent_at is not None:
-        row.sent_at = sent_at
+    if resent:
+        row.sent_at = at
     check_at = next_check(ctx, row.sent_at, at)
     if result.status is attempt.status:
         tx.save_payment(row, attempt, check_at)
         return []
-    if on_schedule and row.subscription_id is not None:
+    if resent and row.subscription_id is not None:
         latest = tx.last_event_at(row.subscription_id) or row.created_at
         at = min(at, max(row.created_at, latest))
     attempt, events = attempt.record(result, at=at)
@@ -324,12 +323,11 @@ def _save_answer(
     result: PaymentResult,
     at: datetime,
     *,
-    sent_at: datetime | None = None,
-    on_schedule: bool = False,
+    resent: bool = False,
 ) -> list[PendingCharge]:
     with ctx.store.transaction() as tx:
         row = tx.payment_row(payment_id, lock=True)
-        follow = record(ctx, tx, row, result, at, sent_at=sent_at, on_schedule=on_schedule)
+        follow = record(ctx, tx, row, result, at, resent=resent)
         ctx.hooks.before_outcome_commit(payment_id)
     return follow
 
@@ -382,19 +380,14 @@ def reconcile(
             return
         request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
     result = _sync(gateway, request, row.reference)
-    sent_at = None
+    resent = result is None
     if result is None:
         if deadline is not None and ctx.clock.now() >= deadline:
             return
         ctx.hooks.attempt_written(payment_id)
-        sent_at = at  # sent again at this check
         result = _charge(gateway, request)
     ctx.hooks.gateway_answered(payment_id, result)
-    # an attempt the gateway never received is answered now as it would have been when billed
-    follow = _save_answer(
-        ctx, payment_id, result, at, sent_at=sent_at, on_schedule=sent_at is not None
-    )
-    send(ctx, follow, at, deadline=deadline)
+    send(ctx, _save_answer(ctx, payment_id, result, at, resent=resent), at, deadline=deadline)
 
 
 def _sync(

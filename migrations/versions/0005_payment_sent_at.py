@@ -1,4 +1,4 @@
-"""Payments: when each attempt was last sent (or written to be sent) to its gateway.
+"""Payments: when each attempt was last sent (its billing instant, or the check that resent it).
 
 Reviewed by hand. An unsettled attempt is checked again after a back-off that grows with the
 time since it was last sent; counting from its billing instant made a resent attempt whose
