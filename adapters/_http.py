@@ -66,6 +66,8 @@ def new_client(
         headers=dict(headers or {}),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         transport=transport,
+        # as many connections as calls in flight: the engine bounds those (``threads``)
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
     )
 
 

@@ -25,10 +25,11 @@ class Settings:
     proration: str = "second"
     """How the rest of a period is counted: ``second`` or ``day``."""
     invoice_prefix: str = "INV"
-    batch_size: int = 100
-    """How many subscriptions a billing run claims at a time."""
-    threads: int = 8
-    """How many subscriptions (and so gateway calls) a billing run works on at once."""
+    batch_size: int = 500
+    """How many subscriptions a billing run claims at a time (and writes together)."""
+    threads: int = 64
+    """How many gateway calls a billing run makes at once (a gateway that answers in 200 ms
+    allows about ``threads / 0.2`` renewals per second)."""
     lease_seconds: float = 60.0
     """How long a claim lasts; a dead worker's claims are taken over after it."""
     reconcile_after_seconds: float = 60.0

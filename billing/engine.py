@@ -29,7 +29,8 @@ from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
 from billing.services import customers, notifications, payment_methods, refunds, subscriptions
 from billing.services.audit import AuditReport, audit
-from billing.services.billing_run import RunReport, run_due
+from billing.services.batch_run import run_due
+from billing.services.billing_run import RunReport
 from billing.services.context import Context, log, once
 from billing.services.dispatch import DispatchReport, Handlers, dispatch
 from billing.services.hooks import Hooks

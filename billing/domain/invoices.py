@@ -114,7 +114,8 @@ class InvoiceDraft:
 
     @property
     def total(self) -> Money:
-        return sum((line.amount for line in self.lines), Money.zero(self.currency))
+        # every line is in the invoice's currency (checked when it was made): add minor units
+        return Money(sum(line.amount.minor for line in self.lines), self.currency)
 
 
 def compose(
@@ -215,7 +216,8 @@ class Invoice:
 
     @property
     def total(self) -> Money:
-        return sum((line.amount for line in self.lines), Money.zero(self.currency))
+        # every line is in the invoice's currency (checked when it was made): add minor units
+        return Money(sum(line.amount.minor for line in self.lines), self.currency)
 
     @property
     def credit_applied(self) -> Money:

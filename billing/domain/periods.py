@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
@@ -121,6 +122,14 @@ def localize(wall: datetime, timezone: ZoneInfo) -> datetime:
     return second if wall.fold else first
 
 
+@lru_cache(maxsize=8192)
+def _boundary(anchor: datetime, interval: Interval, timezone: ZoneInfo, k: int) -> datetime:
+    """A calendar's boundary ``k``, remembered: a billing step asks for the same few several
+    times (the due instant, the period billed, the next one), and each is a timezone
+    conversion."""
+    return wall_shift(anchor, timezone, interval.times(k))
+
+
 @dataclass(frozen=True, slots=True)
 class BillingCalendar:
     """The periods of one subscription: ``interval`` steps from ``anchor`` in ``timezone``.
@@ -138,9 +147,16 @@ class BillingCalendar:
         if not isinstance(self.interval, Interval):
             raise InvalidArgument("interval", "must be an Interval", self.interval)
 
+    @staticmethod
+    @lru_cache(maxsize=8192)
+    def of(anchor: datetime, interval: Interval, timezone: ZoneInfo) -> BillingCalendar:
+        """The calendar, shared by every caller that asks for the same one (a billing step
+        asks for a subscription's calendar several times)."""
+        return BillingCalendar(anchor, interval, timezone)
+
     def boundary(self, k: int) -> datetime:
         """The start of period ``k`` (period 0 starts at the anchor)."""
-        return wall_shift(self.anchor, self.timezone, self.interval.times(k))
+        return _boundary(self.anchor, self.interval, self.timezone, k)
 
     def period(self, k: int) -> Period:
         """Period ``k``: from boundary ``k`` up to, not including, boundary ``k + 1``."""

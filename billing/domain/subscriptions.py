@@ -171,7 +171,7 @@ class Subscription:
 
     @property
     def calendar(self) -> BillingCalendar:
-        return BillingCalendar(self.anchor, self.plan.interval, self.timezone)
+        return BillingCalendar.of(self.anchor, self.plan.interval, self.timezone)
 
     @property
     def ends_at(self) -> datetime | None:

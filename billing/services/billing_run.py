@@ -18,14 +18,12 @@ all of this up when two processes race.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from billing.domain.customers import PaymentMethod
-from billing.domain.errors import AlreadyExists, BillingError, ConcurrentUpdate
 from billing.domain.events import CreditGranted, CreditSource, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
 from billing.domain.money import Money
@@ -56,6 +54,7 @@ class PendingCharge:
     payment_id: str
     gateway: str
     request: ChargeRequest
+    subscription_id: str | None = None
 
 
 @dataclass
@@ -140,7 +139,7 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
     gateway = ctx.gateways.get(method.gateway) if method is not None else None
     refusal = _refusal(method, gateway, invoice)
     number = len(attempts) + 1
-    row = PaymentRow(
+    row = tx.add_payment(
         id=new_id("pay"),
         invoice_id=invoice.id,
         subscription_id=invoice.subscription_id,
@@ -158,10 +157,10 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
         # passed, in real time: only then is asking the gateway (and maybe resending) safe
         check_at=max(at, ctx.clock.now()) + ctx.settings.unanswered_after,
     )
-    tx.add_payment(row)
     if refusal is not None or method is None:
         return record(ctx, tx, row, refusal or _NO_METHOD, at)
-    return [PendingCharge(row.id, method.gateway, _charge_request(tx, row, invoice, method, at))]
+    request = _charge_request(tx, row, invoice, method, at)
+    return [PendingCharge(row.id, method.gateway, request, invoice.subscription_id)]
 
 
 _NO_METHOD = PaymentResult.failed(
@@ -517,100 +516,3 @@ def _step(
 def _at(row: PaymentRow) -> datetime:
     assert row.check_at is not None
     return row.check_at
-
-
-def run_due(
-    ctx: Context,
-    now: datetime,
-    *,
-    stop: Callable[[], bool] = lambda: False,
-    checks_only: bool = False,
-) -> RunReport:
-    """Do all the work due by ``now``: claim a batch, work on it from the pool, repeat.
-
-    Memory stays bounded by the batch size whatever the number of subscriptions. When ``stop``
-    turns true, work already started finishes, and the rest of the batch is released. With one
-    thread the work is done in the calling thread, in the claims' order.
-    """
-    report = RunReport()
-    settings = ctx.settings
-    with _pool(settings.threads) as pool:
-        while not stop():
-            wall = ctx.clock.now()
-            deadline = wall + settings.lease
-            with ctx.store.transaction() as tx:
-                claimed = tx.claim_due(
-                    ctx.worker,
-                    now=now,
-                    wall_now=wall,
-                    lease_until=deadline,
-                    limit=settings.batch_size,
-                    skip=[*report.failed, *report.contended],
-                    checks_only=checks_only,
-                )
-            if not claimed:
-                break
-            report.count("claimed", len(claimed))
-            ctx.hooks.claimed(claimed)
-            futures = [
-                pool.submit(_work, ctx, subscription_id, now, deadline, report, checks_only, stop)
-                for subscription_id in claimed
-            ]
-            _wait(futures)
-    return report
-
-
-def _wait(futures: list[Future[None]]) -> None:
-    for future in futures:
-        future.result()
-
-
-class _Inline(Executor):
-    """An executor that runs each call at once, in the caller's thread."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
-
-
-def _pool(threads: int) -> Executor:
-    if threads == 1:
-        return _Inline()
-    return ThreadPoolExecutor(threads, thread_name_prefix="billing")
-
-
-def _work(
-    ctx: Context,
-    subscription_id: str,
-    now: datetime,
-    deadline: datetime,
-    report: RunReport,
-    checks_only: bool,
-    stop: Callable[[], bool],
-) -> None:
-    """One claimed subscription: its work (unless the run is stopping), then its release."""
-    try:
-        if not stop():
-            run_subscription(
-                ctx, subscription_id, now, report, deadline=deadline, checks_only=checks_only
-            )
-    except (ConcurrentUpdate, AlreadyExists) as exc:
-        # another process got there first (a version, a unique key, a lock): a later run retries
-        log.info("billing.contended subscription=%s error=%s", subscription_id, type(exc).__name__)
-        report.note("contended", subscription_id)
-    except Exception:
-        log.exception("billing.failed subscription=%s", subscription_id)
-        report.note("failed", subscription_id)
-    finally:
-        release(ctx, [subscription_id])
-
-
-def release(ctx: Context, subscription_ids: list[str]) -> None:
-    """Give up claims; a release that fails (the database went away) is logged, not raised:
-    the run goes on, and the claims lapse with their lease."""
-    try:
-        with ctx.store.transaction() as tx:
-            tx.release(ctx.worker, subscription_ids)
-    except BillingError:
-        log.exception("billing.release_failed subscriptions=%s", ",".join(subscription_ids))

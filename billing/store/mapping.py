@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -149,20 +150,37 @@ def subscription_fields(subscription: Subscription) -> dict[str, Any]:
 
 
 def debt_rows(subscription: Subscription) -> list[DebtRow]:
+    return [DebtRow(**fields) for fields in debt_fields(subscription)]
+
+
+def debt_fields(subscription: Subscription) -> list[dict[str, Any]]:
+    """The columns of a subscription's debt rows (the key left to the database)."""
     return [
-        DebtRow(
-            subscription_id=subscription.id,
-            position=position,
-            kind=item.kind.value,
-            amount_minor=item.amount.minor,
-            currency=item.amount.currency.code,
-            description=item.description,
-            period_start=item.period.start if item.period else None,
-            period_end=item.period.end if item.period else None,
-            source=item.source,
-        )
+        {
+            "subscription_id": subscription.id,
+            "position": position,
+            "kind": item.kind.value,
+            "amount_minor": item.amount.minor,
+            "currency": item.amount.currency.code,
+            "description": item.description,
+            "period_start": item.period.start if item.period else None,
+            "period_end": item.period.end if item.period else None,
+            "source": item.source,
+        }
         for position, item in enumerate(subscription.debt)
     ]
+
+
+@lru_cache(maxsize=1024)
+def _tax(name: str, percent: str, inclusive: bool, rounding: str, mode: str) -> TaxRate:
+    """A tax rate as stored; most subscriptions share a few, so each is built once."""
+    return TaxRate(
+        name=name,
+        percent=Decimal(percent),
+        inclusive=inclusive,
+        rounding=TaxRounding(rounding),
+        mode=Rounding(mode),
+    )
 
 
 def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -> Subscription:
@@ -170,12 +188,12 @@ def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -
     if row.tax_name is not None:
         assert row.tax_percent is not None
         assert row.tax_inclusive is not None
-        tax = TaxRate(
-            name=row.tax_name,
-            percent=Decimal(row.tax_percent),
-            inclusive=row.tax_inclusive,
-            rounding=TaxRounding(row.tax_rounding or TaxRounding.PER_INVOICE),
-            mode=Rounding(row.tax_mode or Rounding.HALF_UP),
+        tax = _tax(
+            row.tax_name,
+            row.tax_percent,
+            row.tax_inclusive,
+            row.tax_rounding or TaxRounding.PER_INVOICE,
+            row.tax_mode or Rounding.HALF_UP,
         )
     dunning = None
     if row.dunning_invoice_id is not None:
@@ -238,37 +256,47 @@ def subscription(row: SubscriptionRow, plan_of_it: Plan, debts: list[DebtRow]) -
 
 
 def invoice_row(invoice: Invoice) -> InvoiceRow:
+    return InvoiceRow(**invoice_fields(invoice))
+
+
+def invoice_fields(invoice: Invoice) -> dict[str, Any]:
+    """The columns of an invoice's row."""
     assert invoice.number is not None, "only finalized invoices are stored"
-    return InvoiceRow(
-        id=invoice.id,
-        number=invoice.number,
-        customer_id=invoice.customer_id,
-        subscription_id=invoice.subscription_id,
-        currency=invoice.currency.code,
-        reason=invoice.reason.value,
-        period_start=invoice.period.start if invoice.period else None,
-        period_end=invoice.period.end if invoice.period else None,
-        status=invoice.status.value,
-        total_minor=invoice.total.minor,
-        created_at=invoice.created_at,
-        finalized_at=invoice.finalized_at,
-        paid_at=invoice.paid_at,
-        closed_at=invoice.closed_at,
-    )
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id,
+        "currency": invoice.currency.code,
+        "reason": invoice.reason.value,
+        "period_start": invoice.period.start if invoice.period else None,
+        "period_end": invoice.period.end if invoice.period else None,
+        "status": invoice.status.value,
+        "total_minor": invoice.total.minor,
+        "created_at": invoice.created_at,
+        "finalized_at": invoice.finalized_at,
+        "paid_at": invoice.paid_at,
+        "closed_at": invoice.closed_at,
+    }
 
 
 def line_rows(invoice: Invoice) -> list[InvoiceLineRow]:
+    return [InvoiceLineRow(**fields) for fields in line_fields(invoice)]
+
+
+def line_fields(invoice: Invoice) -> list[dict[str, Any]]:
+    """The columns of an invoice's line rows (the key left to the database)."""
     return [
-        InvoiceLineRow(
-            invoice_id=invoice.id,
-            position=position,
-            kind=line.kind.value,
-            description=line.description,
-            amount_minor=line.amount.minor,
-            period_start=line.period.start if line.period else None,
-            period_end=line.period.end if line.period else None,
-            taxable=line.taxable,
-        )
+        {
+            "invoice_id": invoice.id,
+            "position": position,
+            "kind": line.kind.value,
+            "description": line.description,
+            "amount_minor": line.amount.minor,
+            "period_start": line.period.start if line.period else None,
+            "period_end": line.period.end if line.period else None,
+            "taxable": line.taxable,
+        }
         for position, line in enumerate(invoice.lines)
     ]
 

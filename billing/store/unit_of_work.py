@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, Engine, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,6 +51,10 @@ from billing.store.tables import (
     SubscriptionRow,
 )
 
+if TYPE_CHECKING:
+    from billing.store.batch import BatchTx
+
+T = TypeVar("T", bound="Tx")
 UNSETTLED_REFUNDS = (
     RefundStatus.CREATED.value,
     RefundStatus.PENDING.value,
@@ -109,22 +113,33 @@ class Store:
             threading.RLock() if is_memory(engine) else nullcontext()
         )
 
-    @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self) -> AbstractContextManager[Tx]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
         A database error never leaves as a SQLAlchemy exception: a unique key another
         transaction took first, a deadlock or a lock timeout is :class:`ConcurrentUpdate` (try
         again), anything else :class:`StorageError`; either way nothing was written.
         """
+        return self._open(Tx)
+
+    def batch(self) -> AbstractContextManager[BatchTx]:
+        """One transaction over many subscriptions, written in bulk when the block ends
+        (:class:`~billing.store.batch.BatchTx`); otherwise as :meth:`transaction`."""
+        from billing.store.batch import BatchTx  # it extends Tx
+
+        return self._open(BatchTx)
+
+    @contextmanager
+    def _open(self, kind: type[T]) -> Iterator[T]:
         with self._turns:
             try:
                 with (
                     Session(self.engine, expire_on_commit=False, autoflush=True) as session,
                     session.begin(),
                 ):
-                    tx = Tx(session, self)
+                    tx = kind(session, self)
                     yield tx
+                    tx.flush()
             except SQLAlchemyError as exc:
                 raise _translated(exc) from exc
             self.recorded.update(tx.recorded)
@@ -147,6 +162,10 @@ def _translated(exc: SQLAlchemyError) -> Exception:
 
 class Tx:
     """What a use case can read and write inside one transaction."""
+
+    def flush(self) -> None:
+        """Send what is pending to the database (done before every commit)."""
+        self.session.flush()
 
     def __init__(self, session: Session, store: Store) -> None:
         self.session = session
@@ -637,13 +656,16 @@ class Tx:
         return mapping.invoice(row, list(lines))
 
     # -- payments and refunds -------------------------------------------------------------
-    def add_payment(self, row: PaymentRow) -> None:
-        """Add an attempt; another process adding the same attempt first makes this one fail."""
+    def add_payment(self, **columns: Any) -> PaymentRow:
+        """Add an attempt and return its row; another process adding the same attempt first
+        makes this one fail."""
+        row = PaymentRow(**columns)
         self.session.add(row)
         try:
             self.session.flush()
         except IntegrityError as exc:
             raise ConcurrentUpdate("payment", row.idempotency_key) from exc
+        return row
 
     def payment_row(self, payment_id: str, *, lock: bool = False) -> PaymentRow:
         """A payment attempt's row; ``lock`` holds it until commit and reads it afresh (one
@@ -662,7 +684,13 @@ class Tx:
         customer_id: str | None = None,
         subscription_id: str | None = None,
     ) -> list[PaymentRow]:
-        query = select(PaymentRow).order_by(col(PaymentRow.created_at), col(PaymentRow.number))
+        # in the order they were made: by billing instant, then attempt number, then invoice
+        # number (a batch makes many at one instant)
+        query = (
+            select(PaymentRow)
+            .join(InvoiceRow, col(InvoiceRow.id) == col(PaymentRow.invoice_id))
+            .order_by(col(PaymentRow.created_at), col(PaymentRow.number), col(InvoiceRow.number))
+        )
         if invoice_id is not None:
             query = query.where(col(PaymentRow.invoice_id) == invoice_id)
         if customer_id is not None:

@@ -180,7 +180,11 @@ class RemoteFakeGateway(CardOnFile):
     def __init__(self, url: str, *, name: str = "fake", client: httpx.Client | None = None) -> None:
         self._name = name
         self._owns_client = client is None
-        self._client = client or httpx.Client(base_url=url, timeout=60.0)
+        self._client = client or httpx.Client(
+            base_url=url,
+            timeout=60.0,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
 
     @property
     def name(self) -> str:

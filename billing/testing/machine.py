@@ -176,6 +176,7 @@ class BillingMachine(RuleBasedStateMachine):
         final_debt=st.sampled_from(["invoice", "invoice", "write_off"]),
         refunds_return_credit=st.booleans(),
         proration=st.sampled_from(["second", "day"]),
+        batch=st.sampled_from([1, 200]),
     )
     def open(
         self,
@@ -187,8 +188,12 @@ class BillingMachine(RuleBasedStateMachine):
         final_debt: str,
         refunds_return_credit: bool,
         proration: str,
+        batch: int,
     ) -> Any:
-        """The engine, its plans, and three customers, each with a card and a subscription."""
+        """The engine, its plans, and three customers, each with a card and a subscription.
+
+        Billing runs claim ``batch`` subscriptions at a time: one (each alone) or all of them
+        (the batched path, every step of a round written together)."""
         self.clock = ManualClock(start)
         self.fake = FakeGateway(pending_for=timedelta(days=2))
         rates_from = start.date() + timedelta(days=rates_after)  # no UF billing before it
@@ -198,6 +203,7 @@ class BillingMachine(RuleBasedStateMachine):
         )
         settings = Settings(
             threads=1,
+            batch_size=batch,
             final_debt=final_debt,
             refunds_return_credit=refunds_return_credit,
             proration=proration,

@@ -194,7 +194,9 @@ def test_sigterm_with_charges_in_flight_finishes_them_releases_the_rest_and_exit
     fake = FakeGateway(latency=timedelta(seconds=1.5))
     with serve(fake) as url:
         harness.fake_url = url
-        worker = harness.start("--tick", "0.2", BILLING_THREADS="2")
+        # a batch of four, two calls at a time: the signal comes during the first two calls;
+        # the batch's round finishes (its four attempts are written, so all four are sent)
+        worker = harness.start("--tick", "0.2", BILLING_THREADS="2", BILLING_BATCH_SIZE="4")
         wait_until(lambda: len(payments(db)) >= 2, 30, "two charges are in flight")
         in_flight = [p for p in payments(db) if p[1] == "created"]
         assert in_flight  # written, sent, not answered yet

@@ -266,7 +266,7 @@ def test_an_outcome_recorded_by_a_worker_whose_claim_lapsed_and_by_its_successor
     subscription = engine.subscribe("c1", "oro")
     clock.set(datetime(2026, 4, 1, 12, tzinfo=SCL))
     with open_engine(postgres_url, clock=clock, gateways=[fake]) as successor:
-        slow = Held(engine, r"FROM payments\s+WHERE payments\.id =", engine.run_due)
+        slow = Held(engine, r"FROM payments\s+WHERE payments\.id (=|IN)", engine.run_due)
         clock.advance(engine.settings.unanswered_after)  # A's claim lapses; the attempt is due
         taking_over = Other(admin, successor.reconcile)
         slow.go()
