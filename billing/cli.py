@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,7 +31,7 @@ from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scen
 from billing.services.dispatch import Handlers
 from billing.store import currencies
 from billing.store.database import connect, current_revision, head_revision, shown, upgrade
-from billing.worker import Worker, configure_logging
+from billing.worker import Worker, configure_logging, freeze_startup_objects
 
 app = typer.Typer(
     name="billing",
@@ -176,6 +177,7 @@ def worker(
     except (BillingError, ImportError, AttributeError) as exc:
         _error(str(exc))
         raise typer.Exit(code=2) from None
+    freeze_startup_objects()
     with engine:
         runner = Worker(engine, handlers=registry)
         if once:
@@ -417,6 +419,97 @@ def _print_report(report: dict[str, Any]) -> None:
     for customer in report["customers"]:
         customers.add_row(customer["ref"], f"{customer['credit_balance']} {customer['currency']}")
     console.print(customers)
+
+
+@app.command()
+def bench(
+    size: Annotated[
+        int | None, typer.Option(help="Due subscriptions per case; default: 20000.")
+    ] = None,
+    baseline_size: Annotated[
+        int | None, typer.Option(help="The naive baseline's N; default: min(size, 2000).")
+    ] = None,
+    workers: Annotated[str, typer.Option(help="Worker process counts, comma-separated.")] = "1,2",
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL server's maintenance database; each case creates a bench_* "
+            "database there and drops it. Without it only SQLite is measured."
+        ),
+    ] = None,
+    http: Annotated[
+        bool, typer.Option(help="Also bill through the fake gateway served over HTTP.")
+    ] = True,
+    http_delay_ms: Annotated[
+        int | None, typer.Option(help="The served gateway's answer delay; default: 200.")
+    ] = None,
+    http_threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Gateway calls in flight per worker in the HTTP cases; default: --threads."
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(help="Subscriptions claimed at a time; default: the engine's.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Worker threads; default: the engine's.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results to this JSON file.")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Tiny sizes for CI: N=200, baseline 50.")] = False,
+) -> None:
+    """Time complete billing runs of N due renewals by real worker processes, each checked.
+
+    On SQLite and PostgreSQL, with 1 and 2 workers, in-process and over HTTP; beside the
+    database's limit (bare batched inserts of the same rows) and a naive engine. Exits 1 if a
+    case's checks fail. See docs/performance.md.
+    """
+    from billing import bench as benchmark  # its imports load only here
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        options = benchmark.Options.parse(
+            size=size,
+            baseline_size=baseline_size,
+            workers=workers,
+            quick=quick,
+            postgres_url=postgres_url,
+            http=http,
+            http_delay_ms=http_delay_ms,
+            http_threads=http_threads,
+            batch=batch,
+            threads=threads,
+        )
+        if json_path is not None:  # a path that cannot be written fails now, not after the run
+            _writable(json_path)
+        results = benchmark.run(
+            options, progress=lambda line: err.print(line, style="dim", markup=False)
+        )
+    except BillingError as exc:
+        _error(str(exc))
+        raise typer.Exit(code=2) from None
+    Console().print(benchmark.render(results))
+    if json_path is not None:
+        _writable(json_path, json.dumps(results, indent=2) + "\n")
+    failed = benchmark.failures(results)
+    if failed:
+        _error(f"{len(failed)} case(s) failed their checks: " + "; ".join(failed))
+        raise typer.Exit(code=1)
+
+
+def _writable(path: Path, text: str | None = None) -> None:
+    """Make the file's directory and write ``text`` to it, or a message and exit 2."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"cannot write in {path.parent}")
+        if text is not None:
+            path.write_text(text)
+    except OSError as exc:
+        _error(f"{path}: {exc.strerror or exc}")
+        raise typer.Exit(code=2) from None
 
 
 def main() -> None:

@@ -69,6 +69,7 @@ def _result(data: Mapping[str, Any] | None) -> PaymentResult | None:
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeGateway
+    disable_nagle_algorithm = True  # answer at once: small writes must not wait for ACKs
 
     def do_GET(self) -> None:
         if self.path != "/books":
@@ -158,12 +159,18 @@ def books(fake: FakeGateway) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    """Connections waiting to be accepted: a worker opens hundreds at once (the default, 5,
+    drops the rest, and their clients wait a second before trying again)."""
+
+
 @contextmanager
 def serve(fake: FakeGateway, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``fake`` on ``host:port`` (a free port by default) and yield its base URL."""
     handler = type("FakeHandler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _Server((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, name="fake-gateway", daemon=True)
     thread.start()
     try:
