@@ -1,9 +1,12 @@
 """Billing what is due, and collecting invoices through the gateways, exactly once.
 
-A billing run claims due subscriptions a batch at a time (:meth:`Tx.claim_due`), works on them
-from a bounded thread pool, and releases them. One subscription's work is done in time order:
-each due step (a start, a trial's end, a renewal, a retry, a cancellation or end, a resume) and
-each check of an unsettled payment.
+The rules of one subscription's work, which a batch (:mod:`billing.services.batch_run`, the
+billing run) and a single subscription (:func:`run_subscription`, the API's immediate operations,
+or one set aside from its batch) share: :func:`apply` saves a step's outcome, :func:`open_attempt`
+writes an attempt, :func:`record` saves a gateway's answer, :func:`reconcile` asks about an
+unsettled attempt. One subscription's work is done in time order: each due step (a start, a
+trial's end, a renewal, a retry, a cancellation or end, a resume) and each check of an unsettled
+payment.
 
 A step is one transaction that saves the new state, the invoice it makes, the events, and the
 payment attempt that will collect the invoice, with its idempotency key. The gateway is called
@@ -21,7 +24,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from billing.domain.customers import PaymentMethod
 from billing.domain.events import CreditGranted, CreditSource, Event
@@ -42,7 +44,6 @@ from billing.store import mapping
 from billing.store.tables import PaymentRow
 from billing.store.unit_of_work import UNSETTLED, Loaded, Tx
 
-T = TypeVar("T")
 _OPEN = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 _CHECK_MAX = timedelta(days=1)
 

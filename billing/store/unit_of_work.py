@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, Engine, func, or_, update
@@ -974,12 +974,3 @@ def _stream(subscription_id: str | None, customer_id: str | None) -> str:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-CHECK_MIN = timedelta(minutes=1)
-CHECK_MAX = timedelta(days=1)
-
-
-def next_check(created_at: datetime, at: datetime) -> datetime:
-    """When to ask again about an unsettled payment: back off with its age, from 1 min to 1 day."""
-    return at + min(max(at - created_at, CHECK_MIN), CHECK_MAX)
