@@ -142,7 +142,12 @@ def _round(
                 active, steps, checks, sends = [], [], [], []
                 break
         except Exception as exc:  # a write another process beat, a lost database...
-            log.info("billing.batch_fallback subscriptions=%s error=%s", len(active), exc)
+            log.warning(
+                "billing.batch_fallback subscriptions=%s error=%s",
+                len(active),
+                exc,
+                exc_info=not isinstance(exc, ConcurrentUpdate | AlreadyExists),
+            )
             alone.extend(active)
             active, steps, checks, sends = [], [], [], []
             break
