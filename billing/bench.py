@@ -80,7 +80,7 @@ from billing.domain.taxes import TaxRate
 from billing.store import mapping
 from billing.store.batch import bulk_insert
 from billing.store.database import connect, normalize_url, shown, upgrade
-from billing.store.tables import PaymentMethodRow, metadata
+from billing.store.tables import metadata
 from billing.testing.fake_gateway import FakeGateway
 from billing.testing.fake_server import books, from_environment, serve
 from billing.worker import Worker, configure_logging, freeze_startup_objects
@@ -382,17 +382,7 @@ def seed(url: str, size: int) -> None:
         is_default=True,
         created_at=at,
     )
-    method = _columns(
-        PaymentMethodRow(
-            id=card.id,
-            customer_id=card.customer_id,
-            gateway=card.gateway,
-            token=card.token,
-            label=card.label,
-            is_default=card.is_default,
-            created_at=card.created_at,
-        )
-    )
+    method = _columns(mapping.payment_method_row(card))
 
     def subscription(index: int) -> dict[str, Any]:
         seeded = _seeded(index)

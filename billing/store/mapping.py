@@ -11,7 +11,7 @@ from typing import Any
 from billing.domain import _checks
 from billing.domain.catalog import Plan, PlanStatus
 from billing.domain.currencies import UNITS_OF_ACCOUNT
-from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus
+from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
 from billing.domain.dunning import AfterRetries, RetryPolicy
 from billing.domain.invoices import Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, LineKind
 from billing.domain.ledger import DebtItem, DebtKind, HeldCredit
@@ -26,6 +26,7 @@ from billing.store.tables import (
     EnrollmentRow,
     InvoiceLineRow,
     InvoiceRow,
+    PaymentMethodRow,
     PaymentRow,
     PlanRow,
     SubscriptionRow,
@@ -50,6 +51,18 @@ def customer(row: CustomerRow) -> Customer:
         id=row.id,
         timezone=_checks.timezone(row.timezone),
         metadata=MappingProxyType(dict(row.attributes)),
+    )
+
+
+def payment_method_row(method: PaymentMethod) -> PaymentMethodRow:
+    return PaymentMethodRow(
+        id=method.id,
+        customer_id=method.customer_id,
+        gateway=method.gateway,
+        token=method.token,
+        label=method.label,
+        is_default=method.is_default,
+        created_at=method.created_at,
     )
 
 

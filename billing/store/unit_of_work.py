@@ -198,17 +198,7 @@ class Tx:
                 .where(col(PaymentMethodRow.customer_id) == method.customer_id)
                 .values(is_default=False)
             )
-        self.session.add(
-            PaymentMethodRow(
-                id=method.id,
-                customer_id=method.customer_id,
-                gateway=method.gateway,
-                token=method.token,
-                label=method.label,
-                is_default=method.is_default,
-                created_at=method.created_at,
-            )
-        )
+        self.session.add(mapping.payment_method_row(method))
 
     def default_payment_method(self, customer_id: str) -> PaymentMethod | None:
         row = self.session.exec(
