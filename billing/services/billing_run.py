@@ -37,7 +37,7 @@ from billing.domain.payments import (
     idempotency_key,
 )
 from billing.domain.renewals import advance
-from billing.domain.subscriptions import Outcome, payment_failed, payment_succeeded
+from billing.domain.subscriptions import Outcome, Subscription, payment_failed, payment_succeeded
 from billing.ports import ChargeRequest, PaymentGateway, SyncRequest
 from billing.services.context import Context, log, new_id
 from billing.store import mapping
@@ -102,7 +102,7 @@ def apply(
     Returns the saved subscription and the attempts to send once the transaction commits.
     """
     subscription = outcome.subscription
-    saved = tx.save_subscription(loaded, subscription)
+    saved = tx.save_subscription(loaded, subscription, refresh=False)
     events: list[Event] = list(outcome.events)
     collect: list[str] = []
     if outcome.credit_change is not None:
@@ -120,8 +120,7 @@ def apply(
         collect.append(outcome.retry_invoice_id)
     tx.record(events)
     sends = [payment for invoice_id in collect for payment in open_attempt(ctx, tx, invoice_id, at)]
-    if collect:
-        tx.refresh_next_run(subscription.id)  # the new attempts' checks count too
+    tx.refresh_next_run(subscription.id, subscription)  # the new attempts' checks count too
     return saved, sends
 
 
@@ -457,15 +456,16 @@ def run_subscription(
     *,
     deadline: datetime | None = None,
     checks_only: bool = False,
-) -> None:
+) -> Subscription | None:
     """Do one subscription's work due by ``now``, in time order (only payment checks if
-    ``checks_only``)."""
+    ``checks_only``); returns the subscription as the work left it, or ``None`` if the claim
+    lapsed first."""
     report = report if report is not None else RunReport()
     while True:
         if deadline is not None and ctx.clock.now() >= deadline:
             # the claim lapsed: another worker may hold this subscription now
             log.warning("billing.claim_lapsed subscription=%s", subscription_id)
-            return
+            return None
         with ctx.store.transaction() as tx:
             loaded = tx.subscription(subscription_id)
             due = None if checks_only else loaded.subscription.due_at
@@ -479,7 +479,7 @@ def run_subscription(
             else:
                 if loaded.next_run_at is None or loaded.next_run_at <= now:
                     tx.refresh_next_run(subscription_id, loaded.subscription)  # heal a stale one
-                return
+                return loaded.subscription
         if payment_id is not None:
             report.count("checks")
             reconcile(ctx, payment_id, at, deadline=deadline)

@@ -60,7 +60,7 @@ class Context:
         return FinalDebt(self.settings.final_debt)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """An idempotency key taken by a call: the call's transaction records its result under it."""
 
@@ -68,6 +68,8 @@ class Claim:
     operation: str
     fingerprint: str
     at: datetime
+    remembered: object = None
+    """The encoded result :meth:`remember` recorded."""
 
     def remember(self, tx: Tx, result: object) -> None:
         """Record ``result`` as this call's result, in the transaction that makes the change.
@@ -75,7 +77,8 @@ class Claim:
         A concurrent call with the same key fails to insert the same row, so at most one of them
         changes anything.
         """
-        tx.remember(self.key, self.operation, self.fingerprint, codec.encode(result), self.at)
+        self.remembered = codec.encode(result)
+        tx.remember(self.key, self.operation, self.fingerprint, self.remembered, self.at)
 
 
 def _fingerprint(operation: str, arguments: Mapping[str, object]) -> str:
@@ -119,7 +122,10 @@ def once(
             if row.operation != operation or row.fingerprint != fingerprint:
                 raise IdempotencyConflict(key, operation)
             return codec.decode(kind, row.result)
-    result = run(Claim(key, operation, fingerprint, ctx.clock.now()))
-    with ctx.store.transaction() as tx:
-        tx.update_remembered(key, codec.encode(result))
+    claim = Claim(key, operation, fingerprint, ctx.clock.now())
+    result = run(claim)
+    encoded = codec.encode(result)
+    if encoded != claim.remembered:  # the billing and payment after the change changed it
+        with ctx.store.transaction() as tx:
+            tx.update_remembered(key, encoded)
     return result

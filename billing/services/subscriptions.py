@@ -69,8 +69,7 @@ def subscribe(
         if claim is not None:
             claim.remember(tx, subscription)
     send(ctx, sends, now)
-    run_subscription(ctx, subscription.id, now)
-    return read(ctx, subscription.id)
+    return run_subscription(ctx, subscription.id, now) or read(ctx, subscription.id)
 
 
 def _check_payable(ctx: Context, tx: Tx, customer: Customer, plan: Plan, *, pays_now: bool) -> None:
@@ -124,8 +123,7 @@ def _apply(
         if claim is not None:
             claim.remember(tx, outcome.subscription)
     send(ctx, sends, now)
-    run_subscription(ctx, subscription_id, now)
-    return read(ctx, subscription_id)
+    return run_subscription(ctx, subscription_id, now) or read(ctx, subscription_id)
 
 
 def cancel(

@@ -338,7 +338,9 @@ class BatchTx(Tx):
         return super().last_event_at(subscription_id)
 
     # -- what the use cases write ---------------------------------------------------------
-    def save_subscription(self, loaded: Loaded, subscription: Subscription) -> Loaded:
+    def save_subscription(
+        self, loaded: Loaded, subscription: Subscription, *, refresh: bool = True
+    ) -> Loaded:
         current = self.subscription(subscription.id)
         if current.version != loaded.version:
             raise ConcurrentUpdate("subscription", subscription.id)
@@ -346,7 +348,8 @@ class BatchTx(Tx):
             self._debts_changed.add(subscription.id)
         saved = Loaded(subscription, loaded.version + 1, current.next_run_at)
         self._subscriptions[subscription.id] = saved
-        self.refresh_next_run(subscription.id, subscription)
+        if refresh:
+            self.refresh_next_run(subscription.id, subscription)
         return Loaded(subscription, saved.version)
 
     def refresh_next_run(

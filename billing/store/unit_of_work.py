@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -172,6 +172,12 @@ class Tx:
         self.store = store
         self.recorded: set[str] = set()
         """Currencies this transaction recorded (known to the store once it commits)."""
+        # what this transaction read or wrote, so a use case that asks again (a subscribe reads
+        # its subscription, plan and invoice several times) costs no statement: every write of
+        # these rows goes through this class, which keeps the copies current
+        self._read_plans: dict[str, Plan] = {}
+        self._read_subscriptions: dict[str, Loaded] = {}
+        self._read_invoices: dict[str, Invoice] = {}
 
     def record_currency(self, currency: Currency) -> None:
         """Make sure the database records ``currency``'s exponent before money in it is stored."""
@@ -370,10 +376,13 @@ class Tx:
         self.session.add(mapping.plan_row(plan, at))
 
     def plan(self, code: str) -> Plan:
-        row = self.session.get(PlanRow, code)
-        if row is None:
-            raise NotFound("plan", code)
-        return mapping.plan(row)
+        plan = self._read_plans.get(code)
+        if plan is None:
+            row = self.session.get(PlanRow, code)
+            if row is None:
+                raise NotFound("plan", code)
+            plan = self._read_plans[code] = mapping.plan(row)
+        return plan
 
     def plans(self) -> list[Plan]:
         rows = self.session.exec(select(PlanRow).order_by(col(PlanRow.created_at))).all()
@@ -384,6 +393,7 @@ class Tx:
         if row is None:
             raise NotFound("plan", plan.code)
         row.status = plan.status.value
+        self._read_plans.pop(plan.code, None)
 
     # -- subscriptions --------------------------------------------------------------------
     def add_subscription(self, subscription: Subscription) -> None:
@@ -394,12 +404,17 @@ class Tx:
         self.session.flush()  # no ORM relationships: flush parents before their children
         self.session.add_all(mapping.debt_rows(subscription))
         self.session.flush()
+        self._read_subscriptions[subscription.id] = Loaded(subscription, 1, subscription.due_at)
 
     def subscription(self, subscription_id: str) -> Loaded:
-        row = self.session.get(SubscriptionRow, subscription_id)
-        if row is None:
-            raise NotFound("subscription", subscription_id)
-        return Loaded(self._subscription(row), row.version, row.next_run_at)
+        loaded = self._read_subscriptions.get(subscription_id)
+        if loaded is None:
+            row = self.session.get(SubscriptionRow, subscription_id)
+            if row is None:
+                raise NotFound("subscription", subscription_id)
+            loaded = Loaded(self._subscription(row), row.version, row.next_run_at)
+            self._read_subscriptions[subscription_id] = loaded
+        return loaded
 
     def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
         query = select(SubscriptionRow).order_by(
@@ -415,8 +430,14 @@ class Tx:
         ).all()
         return mapping.subscription(row, self.plan(row.plan_code), list(debts))
 
-    def save_subscription(self, loaded: Loaded, subscription: Subscription) -> Loaded:
-        """Write ``subscription`` over the row read as ``loaded``; refuse if it changed since."""
+    def save_subscription(
+        self, loaded: Loaded, subscription: Subscription, *, refresh: bool = True
+    ) -> Loaded:
+        """Write ``subscription`` over the row read as ``loaded``; refuse if it changed since.
+
+        ``refresh`` recomputes its next run at once; without it, the caller does so
+        (:meth:`refresh_next_run`) once it has written the attempts the change opened.
+        """
         fields = mapping.subscription_fields(subscription)
         result = self.session.execute(
             update(SubscriptionRow)
@@ -435,7 +456,9 @@ class Tx:
             self.session.flush()
             self.session.add_all(mapping.debt_rows(subscription))
         saved = Loaded(subscription, loaded.version + 1)
-        self.refresh_next_run(subscription.id, subscription)
+        self._read_subscriptions[subscription.id] = saved
+        if refresh:
+            self.refresh_next_run(subscription.id, subscription)
         return saved
 
     def refresh_next_run(
@@ -451,12 +474,16 @@ class Tx:
             .where(col(PaymentRow.status).in_(UNSETTLED))
         ).first()
         times = [t for t in (subscription.due_at, _utc(check)) if t is not None]
+        next_run_at = min(times) if times else None
         self.session.execute(
             update(SubscriptionRow)
             .where(col(SubscriptionRow.id) == subscription_id)
-            .values(next_run_at=min(times) if times else None)
+            .values(next_run_at=next_run_at)
             .execution_options(synchronize_session="evaluate")
         )
+        loaded = self._read_subscriptions.get(subscription_id)
+        if loaded is not None:
+            self._read_subscriptions[subscription_id] = replace(loaded, next_run_at=next_run_at)
 
     def due_subscriptions(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[str]:
         query = (
@@ -597,20 +624,29 @@ class Tx:
             raise AlreadyExists("invoice for the period", invoice.period) from exc
         self.session.add_all(mapping.line_rows(invoice))
         self.session.flush()
+        self._read_invoices[invoice.id] = invoice
 
     def save_invoice(self, invoice: Invoice) -> None:
-        row = self.session.get(InvoiceRow, invoice.id)
-        if row is None:
+        result = self.session.execute(
+            update(InvoiceRow)
+            .where(col(InvoiceRow.id) == invoice.id)
+            .values(
+                status=invoice.status.value, paid_at=invoice.paid_at, closed_at=invoice.closed_at
+            )
+            .execution_options(synchronize_session="evaluate")
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
             raise NotFound("invoice", invoice.id)
-        row.status = invoice.status.value
-        row.paid_at = invoice.paid_at
-        row.closed_at = invoice.closed_at
+        self._read_invoices[invoice.id] = invoice
 
     def invoice(self, invoice_id: str) -> Invoice:
-        row = self.session.get(InvoiceRow, invoice_id)
-        if row is None:
-            raise NotFound("invoice", invoice_id)
-        return self._invoice(row)
+        invoice = self._read_invoices.get(invoice_id)
+        if invoice is None:
+            row = self.session.get(InvoiceRow, invoice_id)
+            if row is None:
+                raise NotFound("invoice", invoice_id)
+            invoice = self._read_invoices[invoice_id] = self._invoice(row)
+        return invoice
 
     def invoice_by_number(self, number: str) -> Invoice:
         row = self.session.exec(select(InvoiceRow).where(col(InvoiceRow.number) == number)).first()
@@ -913,9 +949,12 @@ class Tx:
             raise ConcurrentUpdate("idempotency key", key) from exc
 
     def update_remembered(self, key: str, result: Any) -> None:
-        row = self.session.get(IdempotencyRow, key)
-        if row is not None:
-            row.result = result
+        self.session.execute(
+            update(IdempotencyRow)
+            .where(col(IdempotencyRow.key) == key)
+            .values(result=result)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _stored(row: EventRow) -> StoredEvent:
