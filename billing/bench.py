@@ -22,7 +22,10 @@ The cases, on a SQLite file and (given a server) on PostgreSQL:
 * ``memory``: one worker at N/4, whose peak resident memory is set beside the one at N;
 * with ``http``, the baseline and engine cases again against the fake gateway served over HTTP on
   loopback (:func:`billing.testing.fake_server.serve`), which answers each charge after a delay;
-  those workers run more threads so that the calls overlap.
+  those workers run more threads so that the calls overlap;
+* ``api``: the writes of a host app, in one process, one call after another: a customer, its
+  card and a subscription per new customer, each call with an idempotency key, the subscription's
+  first period invoiced and charged at once (its rate is new subscriptions per second).
 
 Each worker process (``python -m billing.bench worker INSTANT``) is configured like a real one,
 from ``BILLING_*`` variables, opens its engine on a :class:`~billing.clock.ManualClock` stopped at
@@ -77,6 +80,8 @@ from billing.domain.errors import BillingError, InvalidArgument, StorageError
 from billing.domain.invoices import InvoiceReason, InvoiceStatus
 from billing.domain.subscriptions import Subscription, SubscriptionStatus
 from billing.domain.taxes import TaxRate
+from billing.engine import Engine as BillingEngine
+from billing.services.billing_run import RunReport
 from billing.store import mapping
 from billing.store.batch import bulk_insert
 from billing.store.database import connect, normalize_url, shown, upgrade
@@ -235,6 +240,11 @@ class Options:
     @property
     def baseline(self) -> int:
         return self.baseline_size or min(self.size, DEFAULT_BASELINE_SIZE)
+
+    @property
+    def api(self) -> int:
+        """The ``api`` case's N: as many new subscriptions as the naive baseline renews."""
+        return self.baseline
 
     @property
     def http_baseline(self) -> int:
@@ -638,6 +648,33 @@ def verify(url: str, size: int, charges: int | None, failed: int) -> tuple[dict[
     return checks, (", ".join(wrong) + f" (expected {size})") if wrong else ""
 
 
+def verify_api(url: str, size: int, charges: int) -> tuple[dict[str, Any], str]:
+    """Check the ``api`` case: ``size`` subscriptions, all active, each with its first invoice
+    paid, and ``size`` charges taken by the gateway."""
+    invoices, subscriptions = metadata.tables["invoices"], metadata.tables["subscriptions"]
+    first = (
+        select(func.count())
+        .select_from(invoices)
+        .where(invoices.c.reason == InvoiceReason.SUBSCRIPTION_START.value)
+        .where(invoices.c.status == InvoiceStatus.PAID.value)
+    )
+    active = (
+        select(func.count())
+        .select_from(subscriptions)
+        .where(subscriptions.c.status == SubscriptionStatus.ACTIVE.value)
+    )
+    database = connect(url)
+    try:
+        with database.connect() as connection:
+            paid = int(connection.execute(first).scalar_one())
+            live = int(connection.execute(active).scalar_one())
+    finally:
+        database.dispose()
+    checks = {"active": live, "paid": paid, "charges": charges}
+    wrong = [f"{value} {name}" for name, value in checks.items() if value != size]
+    return checks, (", ".join(wrong) + f" (expected {size})") if wrong else ""
+
+
 # -- worker processes -----------------------------------------------------------------------
 
 
@@ -652,13 +689,11 @@ def _run_workers(
     database, batch size, threads and ``gateway``), start them together once all are ready, and
     return what each printed."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("BILLING_")}
-    env.update(
-        BILLING_DATABASE_URL=url,
-        BILLING_BATCH_SIZE=str(case.batch),
-        BILLING_THREADS=str(case.threads),
-        **gateway,
-    )
-    command = [sys.executable, "-m", "billing.bench", "worker", DUE.isoformat()]
+    env.update(BILLING_DATABASE_URL=url, **gateway)
+    if case.batch is not None and case.threads is not None:
+        env.update(BILLING_BATCH_SIZE=str(case.batch), BILLING_THREADS=str(case.threads))
+    role = "api" if case.kind == "api" else "worker"
+    command = [sys.executable, "-m", "billing.bench", role, DUE.isoformat(), str(case.size)]
     logs = [scratch / f"worker-{uuid.uuid4().hex[:8]}.log" for _ in range(case.workers)]
     processes: list[subprocess.Popen[str]] = []
     try:
@@ -718,8 +753,8 @@ def _worker_main(argv: Sequence[str]) -> int:
     import resource
 
     configure_logging("warning")
-    if len(argv) != 2 or argv[0] != "worker":
-        print("usage: python -m billing.bench worker INSTANT", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in ("worker", "api"):
+        print("usage: python -m billing.bench worker|api INSTANT N", file=sys.stderr)
         return 2
     gateway = from_environment(os.environ)
     if gateway is None:
@@ -733,7 +768,11 @@ def _worker_main(argv: Sequence[str]) -> int:
         if sys.stdin.readline().strip() != "go":
             return 2
         started = time.time()
-        report = worker.billing()
+        if argv[0] == "api":
+            _subscribe_customers(engine, gateway.name, int(argv[2]))
+            report = RunReport()
+        else:
+            report = worker.billing()
         ended = time.time()
     charges = len(gateway.charges_taken()) if isinstance(gateway, FakeGateway) else None
     gateway.close()
@@ -758,6 +797,19 @@ def _worker_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _subscribe_customers(engine: BillingEngine, gateway: str, size: int) -> None:
+    """What a host app's sign-up does, ``size`` times: a customer, its card, a subscription
+    paid at once, each call with its own idempotency key (see the module)."""
+    for index in range(size):
+        customer = engine.create_customer(
+            timezone=TIMEZONES[index % len(TIMEZONES)].key, idempotency_key=f"customer-{index}"
+        )
+        engine.add_payment_method(
+            customer.id, gateway=gateway, token="tok_bench", idempotency_key=f"card-{index}"
+        )
+        engine.subscribe(customer.id, PLAN.code, tax=TAX, idempotency_key=f"subscribe-{index}")
+
+
 def _say(message: Mapping[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
@@ -768,7 +820,7 @@ def _say(message: Mapping[str, Any]) -> None:
 @dataclass(frozen=True, slots=True)
 class _Case:
     kind: str
-    """``limit``, ``baseline``, ``engine`` or ``memory``."""
+    """``limit``, ``baseline``, ``engine``, ``memory`` or ``api``."""
     gateway: str
     """``none`` (limit), ``in-process`` or ``http``."""
     size: int
@@ -787,6 +839,7 @@ def _cases(options: Options) -> list[_Case]:
     if 1 not in options.workers:  # the peak memory at N is read from one worker alone
         cases.append(_Case("engine", "in-process", options.size, 1, batch, threads))
     cases.append(_Case("memory", "in-process", max(1, options.size // 4), 1, batch, threads))
+    cases.append(_Case("api", "in-process", options.api, 1))
     if options.http:
         http_threads = options.engine_http_threads
         cases.append(_Case("baseline", "http", options.http_baseline, 1, 1, 1))
@@ -821,7 +874,7 @@ def _measure(
     }
     with databases.fresh() as url:
         seeding = time.perf_counter()
-        seed(url, case.size)
+        seed(url, 0 if case.kind == "api" else case.size)
         result["seed_seconds"] = round(time.perf_counter() - seeding, 3)
         runs: list[dict[str, Any]] = []
         try:
@@ -842,7 +895,10 @@ def _measure(
         if runs:
             seconds = max(run["ended"] for run in runs) - min(run["started"] for run in runs)
         failed = sum(int(run["report"]["failed"]) for run in runs)
-        checks, problem = verify(url, case.size, charges, failed)
+        if case.kind == "api":
+            checks, problem = verify_api(url, case.size, charges or 0)
+        else:
+            checks, problem = verify(url, case.size, charges, failed)
     if runs:
         result["report"] = {
             key: sum(int(run["report"][key]) for run in runs)
@@ -881,9 +937,11 @@ def _derive(cases: list[dict[str, Any]]) -> None:
             None,
         )
         rate = case.get("renewals_per_second") if case["ok"] else None
-        engine = case["case"] != "limit"
-        case["fraction_of_limit"] = round(rate / limit, 4) if rate and limit and engine else None
-        case["speedup_over_baseline"] = round(rate / baseline, 2) if rate and baseline else None
+        renewals = case["case"] not in ("limit", "api")  # sign-ups are another kind of work
+        case["fraction_of_limit"] = round(rate / limit, 4) if rate and limit and renewals else None
+        case["speedup_over_baseline"] = (
+            round(rate / baseline, 2) if rate and baseline and renewals else None
+        )
 
 
 def _memory(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -991,6 +1049,8 @@ def run(options: Options, *, progress: Progress | None = None) -> dict[str, Any]
 def _describe(case: _Case) -> str:
     if case.kind == "limit":
         return f"limit, N={case.size}"
+    if case.kind == "api":
+        return f"api: customer, card and subscription per call of a host, N={case.size}"
     gateway = "HTTP fake" if case.gateway == "http" else "in-process fake"
     return (
         f"{case.kind}, {case.workers} worker(s), batch {case.batch} x {case.threads} threads, "
@@ -1002,7 +1062,8 @@ def _outcome(case: Mapping[str, Any]) -> str:
     if case["seconds"] is None:
         return f"failed: {case['problem']}"
     verdict = "ok" if case["ok"] else f"FAILED: {case['problem']}"
-    return f"{case['seconds']:.2f} s, {case['renewals_per_second']} renewals/s, {verdict}"
+    unit = "subscriptions" if case["case"] == "api" else "renewals"
+    return f"{case['seconds']:.2f} s, {case['renewals_per_second']} {unit}/s, {verdict}"
 
 
 def failures(results: Mapping[str, Any]) -> list[str]:
@@ -1023,7 +1084,13 @@ def _number(value: float | None, template: str) -> str:
     return "" if value is None else template.format(value)
 
 
-_NAMES = {"limit": "limit", "baseline": "naive", "engine": "engine", "memory": "engine, N/4"}
+_NAMES = {
+    "limit": "limit",
+    "baseline": "naive",
+    "engine": "engine",
+    "memory": "engine, N/4",
+    "api": "API sign-ups",
+}
 _DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
@@ -1085,7 +1152,8 @@ def render(results: Mapping[str, Any]) -> Group:
         parts.append(grid)
     notes = [
         "limit: the same rows written with bare batched inserts, no engine logic; "
-        "naive: the engine with batch 1 and 1 thread"
+        "naive: the engine with batch 1 and 1 thread; API sign-ups: new subscriptions "
+        "(customer, card, subscription paid at once) per second by one process"
         + (
             f"; HTTP: the fake gateway served on loopback, answering after "
             f"{options['http_delay_ms']} ms"

@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from billing.bench import DUE, seed, verify
+from billing.bench import DUE, seed, verify, verify_api
 from billing.cli import app
 
 KINDS = [
@@ -18,6 +18,7 @@ KINDS = [
     ("engine", "in-process", 1),
     ("engine", "in-process", 2),
     ("memory", "in-process", 1),
+    ("api", "in-process", 1),
     ("baseline", "http", 1),
     ("engine", "http", 1),
     ("engine", "http", 2),
@@ -65,6 +66,10 @@ def test_bench_times_and_checks_every_case_on_sqlite_and_postgresql(postgres_ser
             assert case["seconds"] > 0
             assert case["renewals_per_second"] > 0
             checks = case["checks"]
+            if case["case"] == "api":  # new subscriptions, each paid at once
+                assert checks == {"active": 8, "paid": 8, "charges": 8}
+                assert case["fraction_of_limit"] is case["speedup_over_baseline"] is None
+                continue
             assert checks["renewal_invoices"] == checks["paid"] == case["size"]
             assert checks["left_due"] == checks["failed"] == 0
             if case["case"] == "limit":
@@ -98,6 +103,13 @@ def test_verify_reports_renewals_that_were_not_billed(sqlite_url):
     }
     assert problem == "0 renewal invoices, 0 paid, 2 charges, 1 failed, 3 left due (expected 3)"
     assert DUE.tzinfo is not None
+
+
+def test_verify_api_reports_sign_ups_that_were_not_paid(sqlite_url):
+    seed(sqlite_url, 2)  # active subscriptions whose first invoices are not in this database
+    checks, problem = verify_api(sqlite_url, 2, charges=1)
+    assert checks == {"active": 2, "paid": 0, "charges": 1}
+    assert problem == "0 paid, 1 charges (expected 2)"
 
 
 @pytest.mark.parametrize(
