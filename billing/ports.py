@@ -61,6 +61,13 @@ class Capability(StrEnum):
     """A stored payment method is charged without the customer present (renewals)."""
     REDIRECT_PAYMENTS = "redirect_payments"
     """A charge may need the customer to follow a link (``requires_action`` with a URL)."""
+    PAY_BY_LINK = "pay_by_link"
+    """Every charge is a payment the customer completes later through a link (Khipu,
+    Payvalida): ``charge`` answers ``requires_action`` with the link (``action_url``) and the
+    gateway's id for the payment; the payment settles when the customer pays (a notification,
+    or ``sync``), and an unpaid link that expires is a soft decline (``payer_abandoned``).
+    :meth:`PaymentGateway.attach_payment_method` takes the payer's e-mail address as the token
+    and stores it as the payment method the links are sent to."""
     REFUNDS = "refunds"
     """A succeeded charge can be refunded in full."""
     PARTIAL_REFUNDS = "partial_refunds"

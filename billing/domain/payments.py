@@ -259,9 +259,20 @@ class PaymentAttempt:
     def is_settled(self) -> bool:
         return self.status in _SETTLED
 
+    def may_be_paid_late(self) -> bool:
+        """Whether the gateway may still report this attempt paid: a payment link that expired
+        unpaid (``payer_abandoned``) can be completed afterwards (a bank transfer started in time
+        and confirmed after the expiry). Such money is still the customer's payment."""
+        return self.status is PaymentStatus.FAILED and self.error is ErrorCode.PAYER_ABANDONED
+
     def record(self, result: PaymentResult, *, at: datetime) -> tuple[PaymentAttempt, list[Event]]:
-        """The attempt after the gateway's answer, and the event that tells it."""
-        if self.is_settled():
+        """The attempt after the gateway's answer, and the event that tells it.
+
+        A settled attempt takes no other answer, except a link that expired unpaid and was
+        paid after all (:meth:`may_be_paid_late`): it becomes ``succeeded``.
+        """
+        late = self.may_be_paid_late() and result.status is PaymentStatus.SUCCEEDED
+        if self.is_settled() and not late:
             raise IllegalTransition("payment", self.id, self.status, f"record {result.status}")
         at = _checks.aware("at", at)
         updated = replace(

@@ -207,12 +207,13 @@ def record(
     Returns follow-up attempts to send (a reactivation can bill the rest of a period at once).
     """
     attempt = mapping.payment(row)
-    if attempt.is_settled():
+    paid_late = attempt.may_be_paid_late() and result.status is PaymentStatus.SUCCEEDED
+    if attempt.is_settled() and not paid_late:
         return []  # another process recorded it first
     if resent:
         row.sent_at = at
     check_at = next_check(ctx, row.sent_at, at)
-    if result.status is attempt.status:
+    if result.status is attempt.status and not paid_late:
         tx.save_payment(row, attempt, check_at)
         return []
     if resent and row.subscription_id is not None:
@@ -416,12 +417,14 @@ def _sync(
 
 
 def verify(ctx: Context, payment_id: str, at: datetime) -> PaymentResult | None:
-    """What the gateway says about an unsettled attempt, without ever sending it (a
-    notification's claim is checked this way); ``None`` if settled or unknown to the gateway."""
+    """What the gateway says about an unsettled attempt (or an expired link, which may have been
+    paid late), without ever sending it (a notification's claim is checked this way); ``None``
+    if settled or unknown to the gateway."""
     with ctx.store.transaction() as tx:
         row = tx.payment_row(payment_id)
         gateway = ctx.gateways.get(row.gateway or "")
-        if row.status not in UNSETTLED or gateway is None:
+        open_to_news = row.status in UNSETTLED or mapping.payment(row).may_be_paid_late()
+        if not open_to_news or gateway is None:
             return None
         request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
     return _sync(gateway, request, row.reference)

@@ -47,7 +47,8 @@ def add_payment_method(
         is_default=default,
         created_at=ctx.clock.now(),
     )
-    require(port, Capability.CARD_TOKENS, "store a card from a token (use an enrollment)")
+    if Capability.PAY_BY_LINK not in port.capabilities:  # its token is the payer's e-mail
+        require(port, Capability.CARD_TOKENS, "store a card from a token (use an enrollment)")
     stored = port.attach_payment_method(
         AttachRequest(
             customer_id=customer_id,

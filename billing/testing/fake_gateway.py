@@ -15,7 +15,8 @@ them, one per new charge, the last repeating); customers never scripted follow t
 * ``pay_by_link``: ``REQUIRES_ACTION`` with a link to pay at (``action_url``), and the customer
   pays it ``pending_for`` after the charge's ``at``: then ``SUCCEEDED``.
 * ``link_expires``: ``REQUIRES_ACTION`` with a link nobody pays; ``pending_for`` after the charge's
-  ``at`` it expires, a soft decline (``payer_abandoned``, code ``expired``).
+  ``at`` it expires, a soft decline (``payer_abandoned``, code ``expired``), unless
+  :meth:`FakeGateway.pay_expired_link` has it paid late.
 
 Time only ever comes from the requests' ``at``, never from the system clock: a pending charge
 settles when a ``sync``, a repeated ``charge`` or a ``refund`` at or after its due time looks at
@@ -24,6 +25,7 @@ it, exactly as a test clock would make it.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -245,7 +247,12 @@ class FakeGateway(CardOnFile):
     ``default`` is what customers never scripted get; ``pending_for`` is how long ``pay_late``
     and ``never_pay`` charges stay pending, measured with the requests' ``at``; ``latency`` makes
     every charge take that long in real time (for tests of slow gateways).
+
+    It sends unsigned notifications (:meth:`notification`): a JSON body naming a charge, which
+    the engine, as for every gateway, believes only after asking ``sync``.
     """
+
+    capabilities = CardOnFile.capabilities | {Capability.NOTIFICATIONS}
 
     def __init__(
         self,
@@ -273,6 +280,7 @@ class FakeGateway(CardOnFile):
         self._refund_count = 0
         self._refund_calls: Counter[str] = Counter()
         self._refund_faults: deque[str] = deque()
+        self._notification_count = 0
 
     @property
     def name(self) -> str:
@@ -421,6 +429,45 @@ class FakeGateway(CardOnFile):
         return RefundResult(
             status=RefundStatus.SUCCEEDED, reference=f"fake_re_{self._refund_count}"
         )
+
+    def notification(self, reference: str, event_id: str | None = None) -> Notification:
+        """The notification this fake sends about the charge ``reference``, as a host receives
+        it; ``event_id`` names it (a new id by default; the same one for a redelivery)."""
+        with self._lock:
+            self._notification_count += 1
+            count = self._notification_count
+        event = event_id or f"fake_evt_{count}"
+        body = {"id": event, "type": "charge.updated", "charge": reference}
+        return Notification(
+            headers={"content-type": "application/json"}, body=json.dumps(body).encode()
+        )
+
+    def parse_notification(self, notification: Notification) -> NotificationFacts:
+        """Read a notification made by :meth:`notification`."""
+        try:
+            body = json.loads(notification.body)
+            event_id, kind, charge = body["id"], body["type"], body["charge"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise GatewayError(self.name, "invalid_request", "not a fake notification") from exc
+        if not all(isinstance(value, str) and value for value in (event_id, kind, charge)):
+            raise GatewayError(self.name, "invalid_request", "not a fake notification")
+        return NotificationFacts(event_id=event_id, kind=kind, charge_reference=charge)
+
+    def pay_expired_link(self, reference: str, at: datetime) -> None:
+        """Act as a customer whose payment of an expired link was confirmed after all (a
+        transfer started in time): the charge ``reference``, expired as seen at ``at``, now took
+        the money, and ``sync`` says so.
+
+        Raises :class:`~billing.domain.errors.InvalidArgument` for a charge that is not an
+        expired link.
+        """
+        at = _checks.aware("at", at)
+        with self._lock:
+            charge = self._by_reference.get(reference)
+            if charge is None or charge.observe(at).error is not ErrorCode.PAYER_ABANDONED:
+                raise InvalidArgument("reference", "must be a payment link that expired", reference)
+            charge.status = PaymentStatus.SUCCEEDED
+            charge.decline = charge.error = charge.code = charge.message = None
 
     # -- reading the books -----------------------------------------------------------------------
 

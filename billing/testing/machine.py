@@ -477,6 +477,23 @@ class BillingMachine(RuleBasedStateMachine):
         self.risky += invoices[payment.invoice_id].credit_applied.is_positive()
         self._refused_or(self.engine.refund, payment.id, amount=amount)
 
+    @precondition(lambda self: self.started)
+    @rule(data=st.data(), twice=st.booleans())
+    def an_expired_link_is_paid_late(self, data: st.DataObject, twice: bool) -> None:
+        """A customer's transfer for a link that expired is confirmed after all: the money is
+        taken, and the gateway's notification arrives (``twice``: delivered again)."""
+        expired = [p for p in self.engine.payments() if p.may_be_paid_late() and p.reference]
+        if not expired:
+            return
+        payment = data.draw(st.sampled_from(expired), label="expired link")
+        assert payment.reference is not None
+        self.fake.pay_expired_link(payment.reference, self.clock.now())
+        notification = self.fake.notification(payment.reference)
+        for _ in range(1 + twice):
+            self.engine.receive_notification(
+                "fake", headers=notification.headers, body=notification.body
+            )
+
     # -- time ----------------------------------------------------------------------------------
     @precondition(lambda self: self.started)
     @rule(step=st.sampled_from(STEPS))
