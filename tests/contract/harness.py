@@ -43,6 +43,10 @@ class Expectations:
     """The normalised error of this harness's hard-declining card."""
     partial_refunds: bool = True
     notifications: bool = True
+    pay_by_link: bool = False
+    """Charges are links the customer pays later (:attr:`~billing.ports.Capability.PAY_BY_LINK`):
+    the suite pays or expires them with :meth:`Harness.pay_link` and :meth:`Harness.expire_link`
+    instead of using stored cards that approve or decline."""
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -59,6 +63,16 @@ class Harness(Protocol):
 
     def payer(self, behavior: Behavior) -> Payer:
         """Register a new customer at the gateway and store a card behaving as asked."""
+        ...
+
+    def pay_link(self, charge_reference: str, *, late: bool = False) -> None:
+        """Act as the customer: follow the link of this charge and pay it (pay-by-link
+        gateways). ``late``: complete it even though the link has expired (a transfer started
+        in time that the bank confirmed after the expiry)."""
+        ...
+
+    def expire_link(self, charge_reference: str) -> None:
+        """Let the link of this charge expire unpaid (the fake's clock passes its expiry)."""
         ...
 
     def lose_next_answer(self) -> None:
