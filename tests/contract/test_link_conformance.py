@@ -28,10 +28,14 @@ from billing.ports import (
 )
 from tests.contract.harness import Harness, Mode, Payer
 from tests.contract.harness_khipu import KhipuHarness
+from tests.contract.harness_payvalida import PayvalidaHarness
 
 AT = datetime(2026, 3, 2, 15, tzinfo=UTC)
 
-LINK_HARNESSES: dict[str, Callable[[Mode], Harness]] = {"khipu": KhipuHarness}
+LINK_HARNESSES: dict[str, Callable[[Mode], Harness]] = {
+    "khipu": KhipuHarness,
+    "payvalida": PayvalidaHarness,
+}
 """One entry per pay-by-link adapter: a factory building a fresh harness on a fresh fake."""
 
 
