@@ -265,14 +265,17 @@ class PaymentAttempt:
         and confirmed after the expiry). Such money is still the customer's payment."""
         return self.status is PaymentStatus.FAILED and self.error is ErrorCode.PAYER_ABANDONED
 
-    def record(self, result: PaymentResult, *, at: datetime) -> tuple[PaymentAttempt, list[Event]]:
-        """The attempt after the gateway's answer, and the event that tells it.
+    def accepts(self, result: PaymentResult) -> bool:
+        """Whether :meth:`record` takes this answer: any, while unsettled; once settled, only a
+        success of a link that expired unpaid and was paid after all (:meth:`may_be_paid_late`)."""
+        if not self.is_settled():
+            return True
+        return self.may_be_paid_late() and result.status is PaymentStatus.SUCCEEDED
 
-        A settled attempt takes no other answer, except a link that expired unpaid and was
-        paid after all (:meth:`may_be_paid_late`): it becomes ``succeeded``.
-        """
-        late = self.may_be_paid_late() and result.status is PaymentStatus.SUCCEEDED
-        if self.is_settled() and not late:
+    def record(self, result: PaymentResult, *, at: datetime) -> tuple[PaymentAttempt, list[Event]]:
+        """The attempt after the gateway's answer (one it :meth:`accepts`), and the event that
+        tells it."""
+        if not self.accepts(result):
             raise IllegalTransition("payment", self.id, self.status, f"record {result.status}")
         at = _checks.aware("at", at)
         updated = replace(

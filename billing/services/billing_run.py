@@ -207,13 +207,12 @@ def record(
     Returns follow-up attempts to send (a reactivation can bill the rest of a period at once).
     """
     attempt = mapping.payment(row)
-    paid_late = attempt.may_be_paid_late() and result.status is PaymentStatus.SUCCEEDED
-    if attempt.is_settled() and not paid_late:
+    if not attempt.accepts(result):
         return []  # another process recorded it first
     if resent:
         row.sent_at = at
     check_at = next_check(ctx, row.sent_at, at)
-    if result.status is attempt.status and not paid_late:
+    if result.status is attempt.status:
         tx.save_payment(row, attempt, check_at)
         return []
     if resent and row.subscription_id is not None:
