@@ -530,18 +530,42 @@ class Engine:
         )
 
     def receive_notification(
-        self, gateway: str, *, headers: Mapping[str, str], body: bytes
+        self,
+        gateway: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes,
+        process_now: bool = True,
     ) -> NotificationReceipt:
         """Take in a gateway's webhook as the host's endpoint received it.
 
-        The adapter reads it (checking the signature of gateways that sign); the engine then
-        asks the gateway what became of the payment it names and records that, once per
-        notification: a redelivery is a ``duplicate``, a forged or unreadable one changes
-        nothing. Answer the gateway 2xx unless the receipt is ``rejected``; on
-        :class:`~billing.domain.errors.GatewayError` or
-        :class:`~billing.domain.errors.ConcurrentUpdate` answer 5xx so that it comes again.
+        The notification is kept in the inbox first (headers and body, committed), then, with
+        ``process_now``, processed at once: the adapter reads it (checking the signature of
+        gateways that sign) and the engine asks the gateway what became of the payment it names
+        and records that, once per notification: a redelivery is a ``duplicate``, a forged or
+        unreadable one changes nothing. With ``process_now=False`` (an endpoint that must answer
+        fast) it is only kept, and :meth:`process_notifications` (the worker) processes it. A
+        notification the gateway could not confirm stays ``received`` and is retried.
+
+        Answer the gateway 2xx unless the receipt is ``rejected``.
         """
-        return notifications.receive(self._ctx, gateway_name=gateway, headers=headers, body=body)
+        return notifications.receive(
+            self._ctx,
+            gateway_name=gateway,
+            headers=headers,
+            body=body,
+            process_now=process_now,
+        )
+
+    def process_notification(self, notification_id: str) -> NotificationReceipt:
+        """Process one notification kept in the inbox (see :meth:`receive_notification`), unless
+        it was processed before or another engine is on it."""
+        return notifications.process(self._ctx, notification_id)
+
+    def process_notifications(self, *, stop: Callable[[], bool] | None = None) -> int:
+        """Process every notification waiting in the inbox for a gateway this engine has (the
+        worker's ``notifications`` job); returns how many were settled."""
+        return notifications.process_due(self._ctx, self._ctx.clock.now(), stop=stop or _never)
 
     # -- billing and events ---------------------------------------------------------------
     def run_due(

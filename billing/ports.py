@@ -77,6 +77,11 @@ class Capability(StrEnum):
     SIGNED_NOTIFICATIONS = "signed_notifications"
     """Notifications carry a signature the adapter verifies, refusing a forged one outright. The
     engine re-fetches the charge a notification names before believing it either way."""
+    NOTIFICATION_LOOKUP = "notification_lookup"
+    """Reading a notification asks the gateway (Khipu's notification token is looked up): the
+    intake keeps such a notification before reading it when it must answer fast
+    (``process_now=False``). Without it, :meth:`PaymentGateway.parse_notification` calls out
+    to nobody."""
     IDEMPOTENT_CHARGES = "idempotent_charges"
     """The gateway itself refuses a second charge with the same reference (Openpay's
     ``order_id``); without it, the adapter looks a timed-out charge up before any new one."""

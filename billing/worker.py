@@ -6,9 +6,11 @@ each run claims its work there (see :mod:`billing.services.billing_run`). So any
 workers, on any number of machines, can run against one database, and a job store shared between
 processes (which APScheduler 3 does not support) is never needed.
 
-Three jobs, each coalesced and never overlapping itself:
+Four jobs, each coalesced and never overlapping itself:
 
 * **billing** (every ``tick_seconds``): :meth:`Engine.run_due`;
+* **notifications** (every ``tick_seconds``): :meth:`Engine.process_notifications`, the
+  gateway notifications kept in the inbox and not processed yet;
 * **reconcile** (every ``reconcile_after_seconds``): :meth:`Engine.reconcile`, which asks the
   gateways about unsettled payments and refunds and clears lapsed claims;
 * **dispatch** (every ``dispatch_seconds``, when the host registered handlers):
@@ -46,6 +48,8 @@ class PassReport:
     billing: RunReport
     reconcile: RunReport
     dispatch: DispatchReport = field(default_factory=DispatchReport)
+    notifications: int = 0
+    """Notifications from the inbox processed."""
 
 
 class Worker:
@@ -65,11 +69,21 @@ class Worker:
         self._stopping.set()
 
     def run_once(self) -> PassReport:
-        """One pass: bill everything due, reconcile what is unsettled, deliver events."""
-        report = PassReport(billing=self.billing(), reconcile=self.reconcile())
+        """One pass: process waiting notifications, bill everything due, reconcile what is
+        unsettled, deliver events."""
+        notifications = self.notifications()
+        report = PassReport(
+            billing=self.billing(), reconcile=self.reconcile(), notifications=notifications
+        )
         if self.handlers:
             report.dispatch = self.dispatch()
         return report
+
+    def notifications(self) -> int:
+        processed = self.engine.process_notifications(stop=self._stopping.is_set)
+        if processed:
+            log.info("notifications.pass processed=%s", processed)
+        return processed
 
     def billing(self) -> RunReport:
         report = self.engine.run_due(stop=self._stopping.is_set)
@@ -92,7 +106,7 @@ class Worker:
         settings = self.engine.settings
         scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(3)},
+            executors={"default": ThreadPoolExecutor(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -102,6 +116,13 @@ class Worker:
         )
         scheduler.add_job(
             self.reconcile, "interval", seconds=settings.reconcile_after_seconds, id="reconcile"
+        )
+        scheduler.add_job(
+            self.notifications,
+            "interval",
+            seconds=settings.tick_seconds,
+            id="notifications",
+            next_run_time=now,
         )
         if self.handlers:
             scheduler.add_job(

@@ -50,8 +50,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- databases --------------------------------------------------------------------------------
 
 
-TEMPLATE = f"billing_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-"""One template per pytest-xdist worker: the workers may share one server."""
+TEMPLATE = f"billing_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+"""One template per pytest-xdist worker process: the workers, and other test sessions, may share
+one server."""
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +80,7 @@ def _admin(url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def postgres_template(postgres_server: str) -> str:
+def postgres_template(postgres_server: str) -> Iterator[str]:
     """A migrated database that each test's database is copied from."""
     admin = _admin(postgres_server)
     with admin.connect() as connection:
@@ -89,8 +90,12 @@ def postgres_template(postgres_server: str) -> str:
     engine = connect(template_url)
     upgrade(engine)
     engine.dispose()
-    admin.dispose()
-    return TEMPLATE
+    try:
+        yield TEMPLATE
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+        admin.dispose()
 
 
 @pytest.fixture

@@ -122,12 +122,14 @@ class KhipuGateway:
             Capability.PAY_BY_LINK,
             Capability.REDIRECT_PAYMENTS,
             Capability.NOTIFICATIONS,
+            Capability.NOTIFICATION_LOOKUP,
             Capability.REFUNDS,
             Capability.PARTIAL_REFUNDS,
         }
     )
     """No customers, cards or enrollment (Khipu has none); ``PARTIAL_REFUNDS``: the refund takes
-    an optional ``amount``; no ``SIGNED_NOTIFICATIONS`` (a notification carries only a token)
+    an optional ``amount``; ``NOTIFICATION_LOOKUP``: a notification is read by looking its token
+    up; no ``SIGNED_NOTIFICATIONS`` (a notification carries only a token)
     and no ``IDEMPOTENT_CHARGES`` (nothing says Khipu refuses a repeated ``transaction_id``)."""
     currencies: frozenset[str] = wire.CURRENCIES
 

@@ -109,6 +109,40 @@ class NotificationRow(SQLModel, table=True):
     received_at: datetime
 
 
+class InboxRow(SQLModel, table=True):
+    """A notification exactly as it arrived, stored before anything else is done with it.
+
+    The intake answers the gateway once this row is committed; processing it (reading it,
+    asking the gateway, recording the answer) is claimed like billing work, so one engine does it
+    once, and retried with a back-off while the gateway cannot be asked.
+    """
+
+    __tablename__ = "notification_inbox"
+    __table_args__ = (
+        UniqueConstraint("gateway", "digest"),
+        Index("ix_notification_inbox_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    gateway: str = Field(max_length=32)
+    digest: str = Field(max_length=64)
+    """SHA-256 of the body: the same body received again is the same notification."""
+    headers: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    body: str = Field(sa_type=Text)
+    received_at: datetime
+    status: str = Field(max_length=16)
+    """``received`` until processed, then what processing did (``processed``, ``duplicate``,
+    ``ignored``, ``rejected``), or ``failed`` once retries are exhausted."""
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = None
+    event_id: str | None = Field(default=None, max_length=255)
+    payment_id: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, sa_type=Text)
+    processed_at: datetime | None = None
+
+
 class PlanRow(SQLModel, table=True):
     __tablename__ = "plans"
 

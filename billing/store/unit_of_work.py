@@ -40,6 +40,7 @@ from billing.store.tables import (
     EventRow,
     GatewayCustomerRow,
     IdempotencyRow,
+    InboxRow,
     InvoiceLineRow,
     InvoiceRow,
     NotificationRow,
@@ -61,6 +62,9 @@ UNSETTLED_REFUNDS = (
     RefundStatus.UNKNOWN.value,
 )
 """Refunds without a final answer: the reconcile job asks their gateway again."""
+INBOX_RECEIVED = "received"
+"""The status of a notification kept in the inbox and not processed yet."""
+
 UNSETTLED = (
     PaymentStatus.CREATED.value,
     PaymentStatus.PENDING.value,
@@ -351,6 +355,74 @@ class Tx:
             self.session.flush()
         except IntegrityError as exc:  # the same notification, recorded concurrently
             raise AlreadyExists("notification", row.event_id) from exc
+
+    def add_to_inbox(self, row: InboxRow) -> None:
+        """Keep a notification as it arrived; :class:`AlreadyExists` when that body was kept
+        before (the transaction is then spoilt: roll it back)."""
+        if self.inbox_row_for(row.gateway, row.digest) is not None:
+            raise AlreadyExists("notification", row.digest)
+        self.session.add(row)
+        try:
+            self.session.flush()
+        except IntegrityError as exc:  # the same body, received concurrently
+            raise AlreadyExists("notification", row.digest) from exc
+
+    def inbox_row(self, inbox_id: str) -> InboxRow:
+        row = self.session.get(InboxRow, inbox_id)
+        if row is None:
+            raise NotFound("notification", inbox_id)
+        return row
+
+    def inbox_row_for(self, gateway: str, digest: str) -> InboxRow | None:
+        return self.session.exec(
+            select(InboxRow)
+            .where(col(InboxRow.gateway) == gateway)
+            .where(col(InboxRow.digest) == digest)
+        ).first()
+
+    def due_in_inbox(self, now: datetime, limit: int, *, gateways: Sequence[str]) -> list[str]:
+        """The ids of up to ``limit`` notifications of ``gateways`` waiting to be processed,
+        oldest first."""
+        return list(
+            self.session.exec(
+                select(InboxRow.id)
+                .where(col(InboxRow.status) == INBOX_RECEIVED)
+                .where(col(InboxRow.gateway).in_(gateways))
+                .where(col(InboxRow.next_attempt_at) <= now)
+                .where(
+                    or_(col(InboxRow.claimed_until).is_(None), col(InboxRow.claimed_until) < now)
+                )
+                .order_by(col(InboxRow.received_at), col(InboxRow.id))
+                .limit(limit)
+            )
+        )
+
+    def claim_inbox(self, inbox_id: str, worker: str, *, now: datetime, until: datetime) -> bool:
+        """Take a waiting notification for processing, unless another engine holds it; the
+        ``WHERE`` is re-checked after any lock wait, so two engines never both take it."""
+        result = self.session.execute(
+            update(InboxRow)
+            .where(col(InboxRow.id) == inbox_id)
+            .where(col(InboxRow.status) == INBOX_RECEIVED)
+            .where(or_(col(InboxRow.claimed_until).is_(None), col(InboxRow.claimed_until) < now))
+            .values(claimed_by=worker, claimed_until=until, attempts=InboxRow.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    def settle_inbox(self, inbox_id: str, worker: str, **values: object) -> None:
+        """Write what processing did to a notification this engine holds, and release it;
+        :class:`ConcurrentUpdate` when the claim was lost meanwhile (its lease lapsed and
+        another engine took it)."""
+        result = self.session.execute(
+            update(InboxRow)
+            .where(col(InboxRow.id) == inbox_id)
+            .where(col(InboxRow.claimed_by) == worker)
+            .values(claimed_by=None, claimed_until=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if int(result.rowcount) != 1:  # type: ignore[attr-defined]
+            raise ConcurrentUpdate("notification", inbox_id)
 
     def payment_for(
         self, gateway: str, *, idempotency_key: str | None, reference: str | None
