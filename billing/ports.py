@@ -158,6 +158,11 @@ class ChargeRequest:
     customer_reference: str | None = None
     """The gateway's id for the customer, for gateways with customers."""
     metadata: Mapping[str, str] = field(default_factory=_empty)
+    first_sent_at: datetime | None = None
+    """When the engine first sent this key, on a resend or a question about it (``None`` on the
+    first send). The engine's database is the record every process shares: an adapter whose
+    gateway cannot look a charge up by key trusts it rather than a memory of its own (another
+    process, or this one before a restart, may have sent it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +177,11 @@ class SyncRequest:
     at: datetime
     customer_reference: str | None = None
     payment_method: str | None = None
+    first_sent_at: datetime | None = None
+    """When the engine first sent this key, on a resend or a question about it (``None`` on the
+    first send). The engine's database is the record every process shares: an adapter whose
+    gateway cannot look a charge up by key trusts it rather than a memory of its own (another
+    process, or this one before a restart, may have sent it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +193,11 @@ class RefundRequest:
     amount: Money
     at: datetime
     customer_reference: str | None = None
+    first_sent_at: datetime | None = None
+    """When the engine first sent this key, on a resend or a question about it (``None`` on the
+    first send). The engine's database is the record every process shares: an adapter whose
+    gateway cannot look a refund up by key trusts it rather than a memory of its own (another
+    process, or this one before a restart, may have sent it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

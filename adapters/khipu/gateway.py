@@ -162,6 +162,9 @@ class KhipuGateway:
         self._lock = threading.Lock()
         self._journal: dict[str, str] = {}
         self._doubt_since: dict[str, datetime] = {}
+        self._never_sent: set[str] = set()
+        """Keys (of charges and refunds) whose request surely never reached Khipu: the only
+        ones sent again when the engine says it sent them before."""
         self._refunds: dict[str, RefundResult] = {}
         self._client = new_client(
             self._base_url + "/",
@@ -325,11 +328,15 @@ class KhipuGateway:
         key = request.idempotency_key
         with self._lock:
             known = self._journal.get(key)
-            if known is None:
+            fresh = request.first_sent_at is None or key in self._never_sent
+            if known is None and fresh:
                 self._journal[key] = _IN_DOUBT
                 self._doubt_since[key] = request.at
+                self._never_sent.discard(key)
         if known is not None:
             return self._resend(key, known, request.at)
+        if not fresh:  # sent before by another process (or before a restart): never again
+            return self._in_doubt(key, request.at, request.first_sent_at)
         try:
             answer = self._exchange("charge", "POST", "/payments", form=self._form(request))
         except NeverSent:
@@ -378,14 +385,18 @@ class KhipuGateway:
             self._doubt_since.pop(key, None)
 
     def _forget(self, key: str) -> None:
+        """The charge surely never reached Khipu (or was refused): it may be sent again."""
         with self._lock:
             if self._journal.get(key) == _IN_DOUBT:
                 del self._journal[key]
                 self._doubt_since.pop(key, None)
+            self._never_sent.add(key)
 
-    def _in_doubt(self, key: str, at: datetime) -> PaymentResult:
+    def _in_doubt(
+        self, key: str, at: datetime, first_sent_at: datetime | None = None
+    ) -> PaymentResult:
         with self._lock:
-            since = self._doubt_since.get(key, at)
+            since = self._doubt_since.get(key) or first_sent_at or at
         if at > since + self.link_lifetime + timedelta(minutes=5):
             return wire.expired_result(
                 None, "the payment's answer was lost and its link has expired unseen"
@@ -405,16 +416,18 @@ class KhipuGateway:
         return wire.payment_result(answer.body, answer.date or at)
 
     def sync(self, request: SyncRequest) -> PaymentResult | None:
-        """By ``payment_id`` (the reference, or the journal's); ``UNKNOWN`` for a key in doubt;
-        ``None`` only for a key this adapter never sent."""
+        """By ``payment_id`` (the reference, or the journal's); ``UNKNOWN`` for a key in doubt,
+        here or because the engine sent it before (``first_sent_at``) and Khipu cannot be asked
+        by key; ``None`` only for a key surely never received."""
         key = request.idempotency_key
         with self._lock:
             known = self._journal.get(key)
+            never_sent = key in self._never_sent
         reference = request.reference or (known or None)
         if reference:
             return self._read(reference, request.at)
-        if known == _IN_DOUBT:
-            return self._in_doubt(key, request.at)
+        if known == _IN_DOUBT or (request.first_sent_at is not None and not never_sent):
+            return self._in_doubt(key, request.at, request.first_sent_at)
         return None
 
     # -- refunds ---------------------------------------------------------------------------------
@@ -425,6 +438,11 @@ class KhipuGateway:
         key = request.idempotency_key
         with self._lock:
             first = self._refunds.get(key)
+            elsewhere = request.first_sent_at is not None and key not in self._never_sent
+        if first is None and elsewhere:  # sent before by another process, or before a restart
+            first = RefundResult(
+                status=RefundStatus.UNKNOWN, message="sent before; Khipu lists no refunds"
+            )
         if first is not None and first.status is not RefundStatus.UNKNOWN:
             return first
         if first is not None:
@@ -437,6 +455,8 @@ class KhipuGateway:
                 form={"amount": wire.amount_text(request.amount)},
             )
         except NeverSent as exc:
+            with self._lock:
+                self._never_sent.add(key)
             raise GatewayError(
                 self._name,
                 ErrorCode.GATEWAY_UNAVAILABLE.value,

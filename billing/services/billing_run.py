@@ -332,8 +332,15 @@ def _save_answer(
 
 
 def _charge_request(
-    tx: Tx, row: PaymentRow, invoice: Invoice, method: PaymentMethod | None, at: datetime
+    tx: Tx,
+    row: PaymentRow,
+    invoice: Invoice,
+    method: PaymentMethod | None,
+    at: datetime,
+    *,
+    again: bool = False,
 ) -> ChargeRequest:
+    """The attempt's charge; ``again`` for a resend or a question about it."""
     return ChargeRequest(
         idempotency_key=row.idempotency_key,
         amount=mapping.payment(row).amount,
@@ -343,6 +350,7 @@ def _charge_request(
         description=f"Invoice {invoice.number}",
         at=at,
         metadata={"invoice": invoice.number or invoice.id, "attempt": str(row.number)},
+        first_sent_at=row.created_at if again else None,
     )
 
 
@@ -377,7 +385,8 @@ def reconcile(
             log.warning("reconcile.no_gateway payment=%s gateway=%s", payment_id, row.gateway)
             tx.save_payment(row, mapping.payment(row), next_check(ctx, row.sent_at, at))
             return
-        request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
+        invoice = tx.invoice(row.invoice_id)
+        request = _charge_request(tx, row, invoice, _method(tx, row), at, again=True)
     result = _sync(gateway, request, row.reference)
     resent = result is None
     if result is None:
@@ -403,6 +412,7 @@ def _sync(
                 customer_reference=request.customer_reference,
                 payment_method=request.payment_method or None,
                 at=request.at,
+                first_sent_at=request.first_sent_at,
             )
         )
     except Exception as exc:
@@ -425,7 +435,8 @@ def verify(ctx: Context, payment_id: str, at: datetime) -> PaymentResult | None:
         open_to_news = row.status in UNSETTLED or mapping.payment(row).may_be_paid_late()
         if not open_to_news or gateway is None:
             return None
-        request = _charge_request(tx, row, tx.invoice(row.invoice_id), _method(tx, row), at)
+        invoice = tx.invoice(row.invoice_id)
+        request = _charge_request(tx, row, invoice, _method(tx, row), at, again=True)
     return _sync(gateway, request, row.reference)
 
 

@@ -106,19 +106,23 @@ def _check(ctx: Context, refund_id: str, now: datetime) -> None:
             log.warning("refund.no_gateway refund=%s gateway=%s", refund_id, payment.gateway)
             row.check_at = next_check(ctx, row.created_at, now)
             return
-        request = _request(tx, row, payment, now)
+        request = _request(tx, row, payment, now, again=True)
     result = _ask(port, request)
     with ctx.store.transaction() as tx:
         _record(ctx, tx, refund_id, result, now)
 
 
-def _request(tx: Tx, row: RefundRow, payment: PaymentRow, at: datetime) -> RefundRequest:
+def _request(
+    tx: Tx, row: RefundRow, payment: PaymentRow, at: datetime, *, again: bool = False
+) -> RefundRequest:
+    """The refund's request; ``again`` when it is sent again (a check of an unsettled one)."""
     return RefundRequest(
         idempotency_key=row.idempotency_key,
         reference=payment.reference or "",  # callers checked: only succeeded charges refund
         amount=Money.from_minor(row.amount_minor, row.currency),
         at=at,
         customer_reference=tx.gateway_customer(payment.customer_id, payment.gateway or ""),
+        first_sent_at=row.created_at if again else None,
     )
 
 

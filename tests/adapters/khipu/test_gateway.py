@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -220,6 +221,79 @@ def test_a_lost_answer_whose_link_expired_unseen_is_abandoned(gateway, fake):
     )
     result = gateway.sync(later)
     assert (result.status, result.error) == (PaymentStatus.FAILED, ErrorCode.PAYER_ABANDONED)
+
+
+def another_process(fake: FakeKhipu) -> KhipuGateway:
+    """A second adapter on the same Khipu account: another worker process, or this one after a
+    restart, which never saw the first one's requests."""
+    return KhipuGateway(
+        RECEIVER,
+        SECRET,
+        base_url=BASE,
+        transport=InProcessTransport(fake.app),
+        link_lifetime=timedelta(days=1),
+    )
+
+
+def test_a_charge_whose_answer_was_lost_elsewhere_is_never_sent_again(gateway, fake):
+    fake.inject(charge_timeouts=1)
+    assert gateway.charge(charge()).status is PaymentStatus.UNKNOWN
+    sent_before = replace(charge(), first_sent_at=AT)  # the engine's record of the first send
+    asked = replace(sync(), first_sent_at=AT)
+    with another_process(fake) as other:
+        assert other.sync(replace(asked, first_sent_at=None)) is None, "what it alone knows"
+        assert other.sync(asked).status is PaymentStatus.UNKNOWN, "in doubt, never None"
+        assert other.charge(sent_before).status is PaymentStatus.UNKNOWN
+        assert len(fake.payments("inv_1-1")) == 1, "never a second payment for the key"
+        expired = other.sync(replace(asked, at=AT + timedelta(days=1, minutes=6)))
+        assert (expired.status, expired.error) == (
+            PaymentStatus.FAILED,
+            ErrorCode.PAYER_ABANDONED,
+        ), "its link expired unseen: nobody can have paid it"
+
+
+class Refusing(httpx.BaseTransport):
+    """Khipu unreachable (connections refused) for the next ``refusals`` connections."""
+
+    def __init__(self, inner: httpx.BaseTransport, refusals: int) -> None:
+        self.inner = inner
+        self.refusals = refusals
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refusals:
+            self.refusals -= 1
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_a_charge_that_surely_never_reached_khipu_is_sent_again_by_its_process(fake):
+    transport = Refusing(InProcessTransport(fake.app), refusals=3)  # every try of the first
+    with KhipuGateway(RECEIVER, SECRET, base_url=BASE, transport=transport) as gateway:
+        never = gateway.charge(charge())
+        assert (never.status, never.error) == (PaymentStatus.UNKNOWN, ErrorCode.GATEWAY_UNAVAILABLE)
+        asked = replace(sync(), first_sent_at=AT)
+        assert gateway.sync(asked) is None, "this process knows it never reached Khipu"
+        resent = gateway.charge(replace(charge(), first_sent_at=AT))
+        assert resent.status is PaymentStatus.REQUIRES_ACTION
+    assert len(fake.payments("inv_1-1")) == 1
+
+
+def test_a_refund_whose_answer_was_lost_elsewhere_is_never_sent_again(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.pay(sent.reference)
+    part = RefundRequest(
+        idempotency_key="re_1", reference=sent.reference, amount=Money.of("5000", "CLP"), at=AT
+    )
+    whole = replace(part, idempotency_key="re_2", amount=Money.of("10000", "CLP"))
+    fake.inject(refund_timeouts=2)
+    assert gateway.refund(part).status is RefundStatus.UNKNOWN
+    with another_process(fake) as other:
+        again = other.refund(replace(part, first_sent_at=AT))
+        assert again.status is RefundStatus.UNKNOWN, "Khipu lists no refunds: never again"
+        assert gateway.refund(whole).status is RefundStatus.UNKNOWN
+        recovered = other.refund(replace(whole, first_sent_at=AT))
+        assert recovered.status is RefundStatus.SUCCEEDED, "reversed: the lost one happened"
+    assert len(fake.refunds) == 2
 
 
 def test_503_is_unknown_and_bad_credentials_are_authentication_errors(gateway, fake):
