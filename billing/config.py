@@ -44,6 +44,10 @@ class Settings:
     final_debt: str = "invoice"
     """What becomes of a subscription's debt when it stops: ``invoice`` (a final invoice, the
     default) or ``write_off`` (dropped, with a ``subscription.debt_written_off`` event)."""
+    late_payment_days: float = 7.0
+    """How long after a payment link expired unpaid the worker keeps asking its gateway whether
+    it was paid after all (a bank transfer started in time, whose notification never came);
+    ``0`` stops asking (notifications alone then record such payments)."""
     refunds_return_credit: bool = True
     """Whether refunding a payment in full also gives back the credit its invoice used (QVO
     refunds "the full amount paid and the corresponding credits")."""
@@ -63,6 +67,11 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise InvalidArgument(name, "must be a number of seconds > 0", value)
+        days = self.late_payment_days
+        if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 366:
+            raise InvalidArgument(
+                "late_payment_days", "must be a number of days from 0 to 366", days
+            )
         if self.final_debt not in ("invoice", "write_off"):
             raise InvalidArgument("final_debt", "must be invoice or write_off", self.final_debt)
         if not isinstance(self.refunds_return_credit, bool):
@@ -72,6 +81,10 @@ class Settings:
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def late_payment(self) -> timedelta:
+        return timedelta(days=self.late_payment_days)
 
     @property
     def reconcile_after(self) -> timedelta:

@@ -30,7 +30,7 @@ from billing.ports import Clock, PaymentGateway
 from billing.services import customers, notifications, payment_methods, refunds, subscriptions
 from billing.services.audit import AuditReport, audit
 from billing.services.batch_run import run_due
-from billing.services.billing_run import RunReport
+from billing.services.billing_run import RunReport, check_late_payments
 from billing.services.context import Context, log, once
 from billing.services.dispatch import DispatchReport, Handlers, dispatch
 from billing.services.hooks import Hooks
@@ -583,8 +583,10 @@ class Engine:
     def reconcile(
         self, now: datetime | None = None, *, stop: Callable[[], bool] | None = None
     ) -> RunReport:
-        """Ask the gateways about every unsettled payment and refund due for a check, and clear
-        lapsed claims; the billing steps are left to :meth:`run_due`."""
+        """Ask the gateways about every unsettled payment and refund due for a check, and about
+        payment links that expired unpaid lately (paid after all? see
+        ``Settings.late_payment_days``), and clear lapsed claims; the billing steps are left to
+        :meth:`run_due`."""
         when = self._when(now)
         stop = stop or _never
         try:
@@ -598,6 +600,8 @@ class Engine:
         report = run_due(self._ctx, when, stop=stop, checks_only=True)
         asked = refunds.reconcile(self._ctx, when, stop=stop, batch=self.settings.batch_size)
         report.count("refund_checks", asked)
+        late = check_late_payments(self._ctx, when, stop=stop, batch=self.settings.batch_size)
+        report.count("late_payment_checks", late)
         return report
 
     def dispatch(self, handlers: Handlers, *, limit: int = 100) -> DispatchReport:

@@ -168,16 +168,17 @@ def freeze_startup_objects() -> None:
 
 
 def _log_run(job: str, report: RunReport) -> None:
-    if report.claimed or report.failed or report.refund_checks:
+    if report.claimed or report.failed or report.refund_checks or report.late_payment_checks:
         log.info(
-            "%s.run claimed=%s steps=%s payments=%s checks=%s refund_checks=%s contended=%s "
-            "failed=%s",
+            "%s.run claimed=%s steps=%s payments=%s checks=%s refund_checks=%s "
+            "late_payment_checks=%s contended=%s failed=%s",
             job,
             report.claimed,
             report.steps,
             report.payments,
             report.checks,
             report.refund_checks,
+            report.late_payment_checks,
             len(report.contended),
             len(report.failed),
         )

@@ -21,7 +21,7 @@ all of this up when two processes race.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,6 +67,8 @@ class RunReport:
     checks: int = 0
     refund_checks: int = 0
     """Unsettled refunds asked about again (reconcile runs only)."""
+    late_payment_checks: int = 0
+    """Expired payment links asked about a late payment (reconcile runs only)."""
     claimed: int = 0
     contended: list[str] = field(default_factory=list)
     """Subscriptions another process changed first; left for a later run."""
@@ -438,6 +440,56 @@ def verify(ctx: Context, payment_id: str, at: datetime) -> PaymentResult | None:
         invoice = tx.invoice(row.invoice_id)
         request = _charge_request(tx, row, invoice, _method(tx, row), at, again=True)
     return _sync(gateway, request, row.reference)
+
+
+_LATE_FIRST = timedelta(hours=1)
+_LATE_MAX = timedelta(days=1)
+"""A link that expired unpaid is first asked about an hour after its expiry, then after as long
+again as it has been expired, at most a day apart, for ``Settings.late_payment_days``."""
+
+
+def check_late_payments(
+    ctx: Context, now: datetime, *, stop: Callable[[], bool], batch: int
+) -> int:
+    """Ask the gateways whether recently expired payment links were paid after all (their
+    notification may never come), and record those that were; returns how many were asked.
+    Safe to run in several processes at once: each link is taken by one."""
+    if not ctx.settings.late_payment_days:
+        return 0
+    asked = 0
+    while not stop():
+        with ctx.store.transaction() as tx:
+            taken = tx.claim_late_payment_checks(
+                now=now,
+                since=now - ctx.settings.late_payment,
+                first=_LATE_FIRST,
+                until=now + ctx.settings.unanswered_after,
+                limit=batch,
+            )
+        if not taken:
+            break
+        for payment_id in taken:
+            if stop():
+                break  # the rest stay taken until ``until``, then fall due again
+            _check_late(ctx, payment_id, now)
+            asked += 1
+    return asked
+
+
+def _check_late(ctx: Context, payment_id: str, now: datetime) -> None:
+    answer = verify(ctx, payment_id, now)
+    with ctx.store.transaction() as tx:
+        row = tx.payment_row(payment_id, lock=True)
+        paid = answer is not None and answer.status is PaymentStatus.SUCCEEDED
+        follow = record(ctx, tx, row, answer, now) if paid and answer is not None else []
+        expired_at = row.updated_at or row.created_at
+        if mapping.payment(row).may_be_paid_late():
+            row.late_check_at = now + min(max(now - expired_at, _LATE_FIRST), _LATE_MAX)
+        else:
+            row.late_check_at = None
+    if paid:
+        log.info("payment.paid_late_found payment=%s", payment_id)
+    send(ctx, follow, now)
 
 
 def _method(tx: Tx, row: PaymentRow) -> PaymentMethod | None:

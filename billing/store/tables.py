@@ -290,7 +290,10 @@ class InvoiceLineRow(SQLModel, table=True):
 
 class PaymentRow(SQLModel, table=True):
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("invoice_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "number"),
+        Index("ix_payments_error_updated_at", "error", "updated_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     invoice_id: str = Field(foreign_key="invoices.id", index=True, max_length=64)
@@ -317,6 +320,9 @@ class PaymentRow(SQLModel, table=True):
     again because its gateway never received it. Its checks back off with the time since."""
     check_at: datetime | None = Field(default=None, index=True)
     """When to ask the gateway again about an unsettled attempt."""
+    late_check_at: datetime | None = None
+    """When to ask the gateway next whether a link that expired unpaid was paid after all
+    (``None``: an hour after it expired)."""
 
 
 class RefundRow(SQLModel, table=True):

@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, func, or_, update
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -28,7 +28,7 @@ from billing.domain.events import CreditGranted, Event
 from billing.domain.invoices import Invoice, invoice_number
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Currency, Money
-from billing.domain.payments import PaymentAttempt, PaymentStatus, RefundStatus
+from billing.domain.payments import ErrorCode, PaymentAttempt, PaymentStatus, RefundStatus
 from billing.domain.subscriptions import Subscription
 from billing.store import currencies, mapping
 from billing.store.database import is_memory
@@ -840,6 +840,43 @@ class Tx:
         if row is None:
             raise NotFound("refund", refund_id)
         return row
+
+    def claim_late_payment_checks(
+        self, *, now: datetime, since: datetime, first: timedelta, until: datetime, limit: int
+    ) -> list[str]:
+        """Take up to ``limit`` payment links that expired unpaid after ``since`` and are due a
+        question about a late payment (the first ``first`` after the expiry), by moving their
+        ``late_check_at`` to ``until``; as :meth:`claim_refund_checks`, another process passes
+        over them until then."""
+        expired_link = and_(
+            col(PaymentRow.error) == ErrorCode.PAYER_ABANDONED.value,
+            col(PaymentRow.updated_at) >= since,
+            col(PaymentRow.status) == PaymentStatus.FAILED.value,
+        )
+        due_now = or_(
+            and_(
+                col(PaymentRow.late_check_at).is_(None), col(PaymentRow.updated_at) <= now - first
+            ),
+            col(PaymentRow.late_check_at) <= now,
+        )
+        due = (
+            select(PaymentRow.id)
+            .where(expired_link)
+            .where(due_now)
+            .order_by(col(PaymentRow.updated_at), col(PaymentRow.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        taken = self.session.execute(
+            update(PaymentRow)
+            .where(col(PaymentRow.id).in_(due))
+            .where(expired_link)
+            .where(due_now)
+            .values(late_check_at=until)
+            .returning(col(PaymentRow.id))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(row[0] for row in taken)
 
     def claim_refund_checks(self, *, now: datetime, until: datetime, limit: int) -> list[str]:
         """Take up to ``limit`` unsettled refunds due for a check by moving their ``check_at``

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
+from hypothesis import event, target
 from hypothesis import strategies as st
-from hypothesis import target
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -110,6 +110,9 @@ STEPS = (
     timedelta(days=32),
 )
 
+LATE_FOUND_WITHIN = timedelta(days=1, hours=1)
+"""A late payment of an expired link whose notification was lost is found by reconciliation
+within this (its questions are at most a day apart)."""
 LATER = (None, None, timedelta(hours=1), timedelta(days=2), timedelta(days=12))
 """How long after the previous step an operation comes (often at once)."""
 _FINAL = (SubscriptionStatus.CANCELED, SubscriptionStatus.ENDED)
@@ -207,6 +210,7 @@ class BillingMachine(RuleBasedStateMachine):
             final_debt=final_debt,
             refunds_return_credit=refunds_return_credit,
             proration=proration,
+            late_payment_days=60,  # most expired links of a history can be found paid late
         )
         self.url = self.database_url()
         self.engine = open_engine(
@@ -478,18 +482,32 @@ class BillingMachine(RuleBasedStateMachine):
         self._refused_or(self.engine.refund, payment.id, amount=amount)
 
     @precondition(lambda self: self.started)
-    @rule(data=st.data(), twice=st.booleans())
-    def an_expired_link_is_paid_late(self, data: st.DataObject, twice: bool) -> None:
+    @rule(data=st.data(), delivery=st.sampled_from(["once", "twice", "lost"]))
+    def an_expired_link_is_paid_late(self, data: st.DataObject, delivery: str) -> None:
         """A customer's transfer for a link that expired is confirmed after all: the money is
-        taken, and the gateway's notification arrives (``twice``: delivered again)."""
-        expired = [p for p in self.engine.payments() if p.may_be_paid_late() and p.reference]
+        taken, and the gateway's notification arrives (``twice``: delivered again), or is lost
+        (then the worker's reconciliation finds the payment within a day)."""
+        now = self.clock.now()
+        recent = now - self.engine.settings.late_payment + LATE_FOUND_WITHIN
+        expired = [
+            p
+            for p in self.engine.payments()
+            if p.may_be_paid_late()
+            and p.reference
+            and (delivery != "lost" or (p.updated_at is not None and p.updated_at > recent))
+        ]
         if not expired:
             return
         payment = data.draw(st.sampled_from(expired), label="expired link")
         assert payment.reference is not None
-        self.fake.pay_expired_link(payment.reference, self.clock.now())
+        event(f"an expired link paid late, its notification {delivery}")
+        self.fake.pay_expired_link(payment.reference, now)
+        if delivery == "lost":
+            self._advance_to(now + LATE_FOUND_WITHIN)
+            self.engine.reconcile()
+            return
         notification = self.fake.notification(payment.reference)
-        for _ in range(1 + twice):
+        for _ in range(1 + (delivery == "twice")):
             self.engine.receive_notification(
                 "fake", headers=notification.headers, body=notification.body
             )
@@ -499,7 +517,9 @@ class BillingMachine(RuleBasedStateMachine):
     @rule(step=st.sampled_from(STEPS))
     def time_passes(self, step: timedelta) -> None:
         """Move the clock, billing everything that falls due on the way, in time order."""
-        until = self.clock.now() + step / self.pace
+        self._advance_to(self.clock.now() + step / self.pace)
+
+    def _advance_to(self, until: datetime) -> None:
         stuck = None
         while (due := self.engine.next_run_at()) is not None and due <= until and due != stuck:
             stuck = due  # work that cannot be done (no UF rate yet) stays due: pass it by

@@ -112,3 +112,50 @@ def test_only_an_expired_link_can_be_paid_late_at_the_fake(links: Billing):
     assert declined.reference is not None
     with pytest.raises(InvalidArgument, match="must be a payment link that expired"):
         links.fake.pay_expired_link(declined.reference, links.clock.now())
+
+
+def test_an_expired_link_paid_late_whose_notification_never_came_is_found_by_reconcile(
+    links: Billing,
+):
+    subscription_id, reference = expired_first_link(links, then=Behavior.LINK_EXPIRES)
+    assert links.engine.reconcile().late_payment_checks == 1  # asked: not paid
+    links.fake.pay_expired_link(reference, links.clock.now())
+
+    assert links.engine.reconcile().late_payment_checks == 0, "not again before its back-off"
+    links.clock.advance(timedelta(days=1))
+    report = links.engine.reconcile()
+
+    assert report.late_payment_checks == 1
+    [invoice] = links.engine.invoices(subscription_id=subscription_id)
+    assert invoice.status is InvoiceStatus.PAID
+    [paid, *retries] = links.engine.payments(subscription_id=subscription_id)
+    assert paid.status is PaymentStatus.SUCCEEDED
+    assert all(retry.status is not PaymentStatus.SUCCEEDED for retry in retries)
+    names = [e.name for e in links.engine.events(limit=100)]
+    assert names.count("payment.succeeded") == 1
+    links.clock.advance(timedelta(days=2))
+    assert links.engine.reconcile().late_payment_checks == 0, "a paid link is not asked again"
+    balanced(links.engine)
+
+
+def test_expired_links_are_asked_about_only_for_the_configured_days(database_url: str):
+    clock = ManualClock(START)
+    fake = FakeGateway(pending_for=timedelta(days=2))
+    settings = Settings(threads=1, late_payment_days=5)
+    with open_engine(database_url, clock=clock, gateways=[fake], settings=settings) as engine:
+        links = Billing(engine=engine, clock=clock, fake=fake, url=database_url)
+        retry = RetryPolicy.of([30], then="canceled")
+        engine.create_plan(
+            Plan.of(code="mes", name="Mes", price="10000", currency="CLP", retry=retry)
+        )
+        expired_first_link(links, then=Behavior.LINK_EXPIRES)
+        [expired] = engine.payments(customer_id="c1")
+        assert expired.updated_at is not None
+        checks = []
+        while clock.now() < expired.updated_at + timedelta(days=7):  # a day at a time
+            clock.advance(timedelta(days=1))
+            if engine.reconcile().late_payment_checks:
+                checks.append(clock.now() - expired.updated_at)
+        assert len(checks) >= 3, checks
+        assert max(checks) <= timedelta(days=5), "never past the configured days"
+        balanced(engine)
