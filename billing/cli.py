@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
 import os
+import shlex
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -328,6 +331,14 @@ FAKE_GATEWAYS = "billing.fake_gateways"
 """The entry-point group of the gateways' fake servers: ``name = "module:factory"``, where
 ``factory()`` returns the fake's ASGI app."""
 
+FAKE_WORKER_ENVIRONMENT = "fake_worker_environment"
+"""The optional function, in the module of a ``billing.fake_gateways`` entry point, that says
+what a worker needs to use that fake: ``fake_worker_environment(base_url)`` returns
+``{"BILLING_<GATEWAY>_...": value}``, the adapter's own variables with the credentials the fake
+accepts. ``billing fake-gateways serve`` prints them."""
+
+_MAX_PORT = 65535
+
 fakes_app = typer.Typer(
     help="The gateways' fake servers: tests, demos and benchmarks without the internet.",
     no_args_is_help=True,
@@ -338,7 +349,9 @@ app.add_typer(fakes_app, name="fake-gateways")
 @fakes_app.command("serve")
 def fake_gateways_serve(
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8765,
+    port: Annotated[
+        int, typer.Option(help="The port to listen on; 0 takes a free one (the banner says it).")
+    ] = 8765,
     gateway: Annotated[
         list[str] | None,
         typer.Option("--gateway", help="Serve only this gateway's fake (repeatable)."),
@@ -346,11 +359,15 @@ def fake_gateways_serve(
 ) -> None:
     """Serve every installed gateway's fake server on one port, each under /<name>.
 
-    Point an adapter at it with its base URL setting, such as
-    BILLING_QVO_BASE_URL=http://127.0.0.1:8765/qvo. Stop with Ctrl-C.
+    Once the port is bound, prints on standard output each fake's base URL and the variables a
+    worker needs to charge through it, as shell lines to copy. The fakes' credentials come from
+    their BILLING_<GATEWAY>_FAKE_... variables, else their defaults. Stop with Ctrl-C.
     """
     from billing.testing.asgi import mounted, run  # starlette and uvicorn load only here
 
+    if not 0 <= port <= _MAX_PORT:
+        _error(f"--port: must be between 0 and {_MAX_PORT} (got {port})")
+        raise typer.Exit(code=2)
     installed = {entry.name: entry for entry in entry_points(group=FAKE_GATEWAYS)}
     chosen = gateway or sorted(installed)
     unknown = [name for name in chosen if name not in installed]
@@ -359,9 +376,65 @@ def fake_gateways_serve(
         _error(f"--gateway: must be one of {known} (got {unknown})")
         raise typer.Exit(code=2)
     apps = {name: installed[name].load()() for name in chosen}
-    for name in apps:
-        typer.echo(f"{name}: http://{host}:{port}/{name}", err=True)
-    run(mounted(apps), host, port)
+    try:
+        listener = _listen(host, port)
+    except OSError as exc:
+        _error(_listen_error(host, port, exc))
+        raise typer.Exit(code=2) from None
+    bound = int(listener.getsockname()[1])
+    base = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+    variables = {name: _fake_worker_environment(installed[name], f"{base}/{name}") for name in apps}
+    typer.echo(_banner(base, variables))  # echo flushes: a pipe reads it before any request
+    run(mounted(apps), listener)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before the server starts, so that bad input
+    is one message and the banner is printed only once the port is really ours."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)  # connections wait in the backlog until uvicorn serves them
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return f"--port: {host}:{port} is already in use (try another, or --port 0)"
+    if exc.errno == errno.EACCES:
+        return f"--port: not allowed to listen on port {port} ({reason})"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"--host: cannot listen on {host!r} ({reason})"
+    return f"cannot listen on {host}:{port}: {reason}"
+
+
+def _fake_worker_environment(entry: EntryPoint, base_url: str) -> dict[str, str]:
+    """The variables a worker needs for the fake of ``entry`` served at ``base_url``, from the
+    entry point's module (:data:`FAKE_WORKER_ENVIRONMENT`), or none if it has no such function."""
+    describe = getattr(importlib.import_module(entry.module), FAKE_WORKER_ENVIRONMENT, None)
+    if describe is None:
+        return {}
+    return {str(key): str(value) for key, value in describe(base_url).items()}
+
+
+def _banner(base: str, variables: Mapping[str, Mapping[str, str]]) -> str:
+    """Shell lines: a comment per fake with its base URL, then an ``export`` per variable."""
+    lines = [
+        f"# billing fake-gateways: serving on {base}, each fake under /<name>.",
+        "# A worker (or the host's engine) charges through them with these variables:",
+    ]
+    for name, environment in variables.items():
+        lines.append(f"# {name}: {base}/{name}")
+        if not environment:
+            lines.append(f"# ({name}'s package does not say which variables its adapter reads)")
+        lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]
+    lines.append("# Serving until Ctrl-C.")
+    return "\n".join(lines)
 
 
 def _print_report(report: dict[str, Any]) -> None:

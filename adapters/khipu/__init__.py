@@ -9,6 +9,8 @@ entry point). :class:`FakeKhipu` and :func:`create_app` are a faithful local sta
 ``docs/adapters/khipu.md``.
 """
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.khipu.gateway import KhipuGateway, from_environment
@@ -26,4 +28,31 @@ def __getattr__(attribute: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
-__all__ = ["FakeKhipu", "KhipuGateway", "create_app", "fake_app", "from_environment"]
+def fake_worker_environment(
+    base_url: str, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a worker needs to charge through :func:`fake_app`'s fake served at ``base_url``:
+    the variables :func:`from_environment` reads, with the credentials the fake accepts (as
+    :func:`fake_app` reads them: ``BILLING_KHIPU_FAKE_RECEIVER_ID`` and
+    ``BILLING_KHIPU_FAKE_SECRET``, else the fake's defaults). ``billing fake-gateways serve``
+    prints them."""
+    from adapters.khipu.fake import DEFAULT_RECEIVER_ID, DEFAULT_SECRET
+
+    env = os.environ if environ is None else environ
+    return {
+        "BILLING_KHIPU_RECEIVER_ID": (
+            env.get("BILLING_KHIPU_FAKE_RECEIVER_ID") or DEFAULT_RECEIVER_ID
+        ),
+        "BILLING_KHIPU_SECRET": env.get("BILLING_KHIPU_FAKE_SECRET") or DEFAULT_SECRET,
+        "BILLING_KHIPU_URL": f"{base_url}/api/2.0",  # the fake also answers at its root
+    }
+
+
+__all__ = [
+    "FakeKhipu",
+    "KhipuGateway",
+    "create_app",
+    "fake_app",
+    "fake_worker_environment",
+    "from_environment",
+]

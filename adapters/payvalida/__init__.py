@@ -10,6 +10,8 @@ local stand-in for Payvalida; :func:`fake_app` serves a default one (the
 against it for scenarios. See ``docs/adapters/payvalida.md``.
 """
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.payvalida.gateway import PayvalidaGateway, from_environment
@@ -27,4 +29,37 @@ def __getattr__(attribute: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
-__all__ = ["FakePayvalida", "PayvalidaGateway", "create_app", "fake_app", "from_environment"]
+def fake_worker_environment(
+    base_url: str, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a worker needs to charge through :func:`fake_app`'s fake served at ``base_url``:
+    the variables :func:`from_environment` reads, with the credentials the fake accepts (as
+    :func:`fake_app` reads them: ``BILLING_PAYVALIDA_FAKE_MERCHANT``,
+    ``BILLING_PAYVALIDA_FAKE_FIXED_HASH`` and ``BILLING_PAYVALIDA_FAKE_NOTIFICATION_HASH``,
+    else the fake's defaults). ``billing fake-gateways serve`` prints them."""
+    from adapters.payvalida.fake import DEFAULT_FIXED_HASH, DEFAULT_MERCHANT
+
+    env = os.environ if environ is None else environ
+    variables = {
+        "BILLING_PAYVALIDA_MERCHANT": (
+            env.get("BILLING_PAYVALIDA_FAKE_MERCHANT") or DEFAULT_MERCHANT
+        ),
+        "BILLING_PAYVALIDA_FIXED_HASH": (
+            env.get("BILLING_PAYVALIDA_FAKE_FIXED_HASH") or DEFAULT_FIXED_HASH
+        ),
+        "BILLING_PAYVALIDA_URL": base_url,
+    }
+    notification_hash = env.get("BILLING_PAYVALIDA_FAKE_NOTIFICATION_HASH")
+    if notification_hash:  # otherwise both sides checksum notifications with the fixed hash
+        variables["BILLING_PAYVALIDA_NOTIFICATION_HASH"] = notification_hash
+    return variables
+
+
+__all__ = [
+    "FakePayvalida",
+    "PayvalidaGateway",
+    "create_app",
+    "fake_app",
+    "fake_worker_environment",
+    "from_environment",
+]

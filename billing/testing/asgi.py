@@ -223,6 +223,9 @@ def mounted(apps: Mapping[str, ASGIApp]) -> Starlette:
     return Starlette(routes=[Mount(f"/{name}", app=app) for name, app in apps.items()])
 
 
-def run(app: ASGIApp, host: str, port: int) -> None:
-    """Serve ``app`` in the foreground until interrupted (SIGINT or SIGTERM)."""
-    uvicorn.Server(_config(app, host, port)).run()
+def run(app: ASGIApp, listener: socket.socket) -> None:
+    """Serve ``app`` on ``listener`` (a socket already bound and listening, so that the caller
+    knows the port is its own before it says so) in the foreground until interrupted (SIGINT or
+    SIGTERM)."""
+    host, port = listener.getsockname()[:2]
+    uvicorn.Server(_config(app, host, port)).run(sockets=[listener])

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from billing.bootstrap import discover_gateways
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def billing(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,3 +122,192 @@ def test_a_missing_scenario_file_is_a_clear_error(tmp_path):
     result = billing("scenario", "run", str(tmp_path / "nowhere.yaml"))
     assert result.returncode == 2
     assert "nowhere.yaml" in result.stderr
+
+
+# -- billing fake-gateways serve ----------------------------------------------------------------
+
+BANNER_END = "# Serving until Ctrl-C."
+GATEWAYS = ("khipu", "openpay", "payvalida", "qvo")
+CUSTOM_CREDENTIALS = {
+    "BILLING_QVO_FAKE_TOKEN": "qvo-token-from-the-environment",
+    "BILLING_OPENPAY_FAKE_MERCHANT_ID": "mfromtheenvironment1",
+    "BILLING_OPENPAY_FAKE_PRIVATE_KEY": "sk_from_the_environment_0123456789",
+    "BILLING_KHIPU_FAKE_RECEIVER_ID": "424242",
+    "BILLING_KHIPU_FAKE_SECRET": "a khipu secret & $HOME",  # printed shell-quoted
+    "BILLING_PAYVALIDA_FAKE_MERCHANT": "cuatro",
+    "BILLING_PAYVALIDA_FAKE_FIXED_HASH": "fixed_hash_from_the_environment_0123456789",
+}
+"""Not the fakes' defaults: the banner must carry these to the worker."""
+
+
+@dataclass
+class Banner:
+    """What ``billing fake-gateways serve`` printed once its port was bound."""
+
+    text: str
+    base: str
+    urls: dict[str, str]
+    variables: dict[str, dict[str, str]]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """Every gateway's variables: what a worker needs to use all the fakes."""
+        return {key: value for each in self.variables.values() for key, value in each.items()}
+
+
+def parse_banner(text: str) -> Banner:
+    """The banner's lines: shell comments and ``export`` lines, read as a shell would."""
+    found = re.search(r"serving on (http://\S+), each", text)
+    assert found, text
+    urls: dict[str, str] = {}
+    variables: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if match := re.fullmatch(r"# ([a-z0-9_-]+): (http://\S+)", line):
+            current = match[1]
+            urls[current], variables[current] = match[2], {}
+        elif line.startswith("export "):
+            words = shlex.split(line)
+            assert len(words) == 2, line
+            key, _, value = words[1].partition("=")
+            variables[current][key] = value
+        else:
+            assert line.startswith("#"), f"not a shell comment: {line!r}"
+    return Banner(text, found[1], urls, variables)
+
+
+def _clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BILLING_")}
+    return {**env, **extra}
+
+
+@contextmanager
+def fake_gateways(
+    log: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> Iterator[tuple[Banner, subprocess.Popen[bytes]]]:
+    """``billing fake-gateways serve --port 0 *args`` as a process, once its banner is out (the
+    banner is printed only after the port is bound, so no polling for readiness); interrupted
+    (Ctrl-C) when the block ends. Its standard error goes to ``log``."""
+    with log.open("wb") as errors:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "billing", "fake-gateways", "serve", "--port", "0", *args],
+            cwd=ROOT,
+            env=_clean_environment(env or {}),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+    try:
+        assert server.stdout is not None
+        output = b""
+        deadline = time.monotonic() + timeout
+        while BANNER_END.encode() not in output:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([server.stdout], [], [], max(left, 0))
+            chunk = os.read(server.stdout.fileno(), 65536) if ready else b""
+            if not chunk:
+                state = "timed out" if not ready else f"exited {server.wait(timeout=10)}"
+                raise AssertionError(f"serve {state}: {output!r} {log.read_text()}")
+            output += chunk
+        yield parse_banner(output.decode()), server
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_fake_gateways_serve_prints_what_a_worker_needs_once_the_port_is_bound(tmp_path):
+    log = tmp_path / "serve.err"
+    with fake_gateways(log, env=CUSTOM_CREDENTIALS) as (banner, server):
+        # bound before the banner: the first request needs no retry
+        assert httpx.get(f"{banner.base}/qvo/_fake/faults", timeout=10).status_code == 200
+        assert sorted(banner.urls) == sorted(GATEWAYS)
+        assert banner.urls == {name: f"{banner.base}/{name}" for name in GATEWAYS}
+        assert banner.variables == {
+            "khipu": {
+                "BILLING_KHIPU_RECEIVER_ID": "424242",
+                "BILLING_KHIPU_SECRET": "a khipu secret & $HOME",
+                "BILLING_KHIPU_URL": f"{banner.base}/khipu/api/2.0",
+            },
+            "openpay": {
+                "BILLING_OPENPAY_MERCHANT_ID": "mfromtheenvironment1",
+                "BILLING_OPENPAY_PRIVATE_KEY": "sk_from_the_environment_0123456789",
+                "BILLING_OPENPAY_BASE_URL": f"{banner.base}/openpay",
+            },
+            "payvalida": {
+                "BILLING_PAYVALIDA_MERCHANT": "cuatro",
+                "BILLING_PAYVALIDA_FIXED_HASH": "fixed_hash_from_the_environment_0123456789",
+                "BILLING_PAYVALIDA_URL": f"{banner.base}/payvalida",
+            },
+            "qvo": {
+                "BILLING_QVO_API_TOKEN": "qvo-token-from-the-environment",
+                "BILLING_QVO_BASE_URL": f"{banner.base}/qvo",
+            },
+        }
+        # the banner is shell: pasted into one, it sets the variables as printed
+        shell = subprocess.run(
+            ["sh", "-c", f'{banner.text}\nprintf %s "$BILLING_KHIPU_SECRET"'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert shell.stdout == "a khipu secret & $HOME", shell.stderr
+        # the fakes accept what the banner says, and only that
+        openpay = f"{banner.base}/openpay/v1/mfromtheenvironment1"
+        key = "sk_from_the_environment_0123456789"
+        assert httpx.get(openpay, auth=(key, ""), timeout=10).status_code == 200
+        assert httpx.get(openpay, auth=("sk_wrong", ""), timeout=10).status_code == 401
+        qvo = f"{banner.base}/qvo/transactions"
+        bearer = {"Authorization": "Bearer qvo-token-from-the-environment"}
+        assert httpx.get(qvo, headers=bearer, timeout=10).status_code == 200
+        # the variables configure every adapter (the worker discovers them the same way)
+        gateways = discover_gateways(banner.environment)
+        try:
+            assert sorted(gateway.name for gateway in gateways) == sorted(GATEWAYS)
+        finally:
+            for gateway in gateways:
+                gateway.close()
+        server.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn stops gracefully, then exits 130
+        assert server.wait(timeout=20) == 128 + signal.SIGINT
+    assert "Traceback" not in log.read_text()
+
+
+def test_fake_gateways_serve_one_gateway_shows_only_its_own(tmp_path):
+    with fake_gateways(tmp_path / "serve.err", "--gateway", "payvalida") as (banner, _):
+        assert list(banner.variables) == ["payvalida"]
+        assert banner.variables["payvalida"]["BILLING_PAYVALIDA_MERCHANT"] == "kuanto"
+        assert httpx.get(f"{banner.base}/qvo/_fake/faults", timeout=10).status_code == 404
+
+
+def _refused(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "billing", "fake-gateways", "serve", *args],
+        env=_clean_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""  # no banner
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result
+
+
+def test_fake_gateways_serve_refuses_a_port_out_of_range_in_one_line():
+    result = _refused("--port", "70000")
+    assert result.stderr.startswith("error: --port: must be between 0 and 65535 (got 70000)")
+
+
+def test_fake_gateways_serve_refuses_a_port_in_use_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _refused("--port", str(port))
+    assert f"--port: 127.0.0.1:{port} is already in use" in result.stderr
