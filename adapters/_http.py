@@ -13,11 +13,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 import httpx
 
-__all__ = ["NeverSent", "OutcomeUnknown", "Secret", "new_client", "parse_json", "send"]
+from billing.domain.errors import GatewayError
+from billing.domain.payments import ErrorCode
+
+__all__ = [
+    "HttpGateway",
+    "NeverSent",
+    "OutcomeUnknown",
+    "Secret",
+    "new_client",
+    "parse_json",
+    "send",
+]
 
 
 class Secret:
@@ -46,6 +58,54 @@ class NeverSent(Exception):
 
 class OutcomeUnknown(Exception):
     """The request may have reached the gateway, but no usable answer came back."""
+
+
+class HttpGateway:
+    """What every HTTP adapter shares: its name, the lifetime of its httpx client, and the error
+    of an operation whose request never left or got no answer."""
+
+    _name: str
+    _client: httpx.Client
+    label: ClassVar[str]
+    """The gateway's own name, in messages (``"Khipu"``)."""
+
+    @property
+    def name(self) -> str:
+        """The name payment methods refer to (the gateway's own unless given another)."""
+        return self._name
+
+    def close(self) -> None:
+        """Release the HTTP connections (and the transport)."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _unanswered(self, operation: str, exc: NeverSent | OutcomeUnknown) -> GatewayError:
+        """The retryable :class:`GatewayError` of an operation other than a charge whose request
+        surely never left (``gateway_unavailable``) or got no answer (``gateway_timeout``: it
+        may have happened)."""
+        if isinstance(exc, NeverSent):
+            return GatewayError(
+                self._name,
+                ErrorCode.GATEWAY_UNAVAILABLE.value,
+                f"{operation}: the request never reached {self.label}",
+                retryable=True,
+            )
+        return GatewayError(
+            self._name,
+            ErrorCode.GATEWAY_TIMEOUT.value,
+            f"{operation}: {self.label} did not answer; the outcome is unknown",
+            retryable=True,
+        )
 
 
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)

@@ -26,13 +26,20 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from adapters._http import NeverSent, OutcomeUnknown, Secret, new_client, parse_json, send
+from adapters._http import (
+    HttpGateway,
+    NeverSent,
+    OutcomeUnknown,
+    Secret,
+    new_client,
+    parse_json,
+    send,
+)
 from adapters.khipu import _wire as wire
 from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
@@ -114,8 +121,10 @@ class _Answer:
         return f"HTTP {self.status} without a Khipu error body"
 
 
-class KhipuGateway:
+class KhipuGateway(HttpGateway):
     """Khipu's REST API 2.0 behind :class:`billing.ports.PaymentGateway` (thread-safe)."""
+
+    label = "Khipu"
 
     capabilities: frozenset[Capability] = frozenset(
         {
@@ -179,29 +188,11 @@ class KhipuGateway:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._name
-
     def __repr__(self) -> str:
         return (
             f"KhipuGateway(name={self._name!r}, receiver_id={self._receiver_id!r}, "
             f"base_url={self._base_url!r})"
         )
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> KhipuGateway:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _exchange(
         self,
@@ -225,20 +216,8 @@ class KhipuGateway:
     def _call(self, operation: str, method: str, path: str, **kwargs: Any) -> _Answer:
         try:
             return self._exchange(operation, method, path, **kwargs)
-        except NeverSent as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"{operation}: the request never reached Khipu",
-                retryable=True,
-            ) from exc
-        except OutcomeUnknown as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_TIMEOUT.value,
-                f"{operation}: Khipu did not answer; the outcome is unknown",
-                retryable=True,
-            ) from exc
+        except (NeverSent, OutcomeUnknown) as exc:
+            raise self._unanswered(operation, exc) from exc
 
     def _failure(self, operation: str, answer: _Answer) -> GatewayError:
         message = f"{operation}: {self._safe(answer.message())} (HTTP {answer.status})"

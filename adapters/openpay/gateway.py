@@ -23,13 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from adapters._http import NeverSent, OutcomeUnknown, Secret, new_client, send
+from adapters._http import HttpGateway, NeverSent, OutcomeUnknown, Secret, new_client, send
 from adapters.openpay import _wire as wire
 from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
@@ -91,9 +90,11 @@ class _Answer:
         return wire.parse_error(self.status, self.body)
 
 
-class OpenpayGateway:
+class OpenpayGateway(HttpGateway):
     """Openpay's REST API behind :class:`billing.ports.PaymentGateway` (thread-safe: one
     ``httpx.Client`` shared by every call)."""
+
+    label = "Openpay"
 
     capabilities: frozenset[Capability] = frozenset(
         {
@@ -136,31 +137,11 @@ class OpenpayGateway:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        """The gateway's name (``"openpay"`` unless given another)."""
-        return self._name
-
     def __repr__(self) -> str:
         return (
             f"OpenpayGateway(name={self._name!r}, merchant_id={self._merchant_id!r}, "
             f"base_url={self._base_url!r})"
         )
-
-    def close(self) -> None:
-        """Close the HTTP client (and its transport)."""
-        self._client.close()
-
-    def __enter__(self) -> OpenpayGateway:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _path(self, *parts: str) -> str:
         """``/v1/{merchant_id}/part/part...``, each part escaped."""
@@ -210,15 +191,8 @@ class OpenpayGateway:
         retryable :class:`GatewayError`."""
         try:
             return self._exchange(operation, method, path, body=body, params=params)
-        except NeverSent as exc:
-            raise self._unavailable(f"{operation}: the request never reached Openpay") from exc
-        except OutcomeUnknown as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_TIMEOUT.value,
-                f"{operation}: Openpay did not answer; the outcome is unknown",
-                retryable=True,
-            ) from exc
+        except (NeverSent, OutcomeUnknown) as exc:
+            raise self._unanswered(operation, exc) from exc
 
     def _failure(self, operation: str, error: wire.ApiError) -> GatewayError:
         """The exception for an error answer to an operation other than a charge."""

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from adapters._http import NeverSent, OutcomeUnknown, Secret, new_client, send
+from adapters._http import HttpGateway, NeverSent, OutcomeUnknown, Secret, new_client, send
 from adapters.payvalida import _wire as wire
 from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.money import Money
@@ -76,9 +75,11 @@ class _Answer:
         return self.status >= 500 or self.envelope is None
 
 
-class PayvalidaGateway:
+class PayvalidaGateway(HttpGateway):
     """Payvalida's purchase orders behind :class:`billing.ports.PaymentGateway` (thread-safe:
     one ``httpx.Client`` shared by every call)."""
+
+    label = "Payvalida"
 
     capabilities: frozenset[Capability] = frozenset(
         {
@@ -129,30 +130,11 @@ class PayvalidaGateway:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._name
-
     def __repr__(self) -> str:
         return (
             f"PayvalidaGateway(name={self._name!r}, merchant={self._merchant!r}, "
             f"base_url={self._base_url!r}, link_days={self.link_days})"
         )
-
-    def close(self) -> None:
-        """Close the HTTP client (and its transport)."""
-        self._client.close()
-
-    def __enter__(self) -> PayvalidaGateway:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _exchange(
         self,
@@ -191,20 +173,8 @@ class PayvalidaGateway:
         """:meth:`_exchange` for operations other than a charge: failures raise."""
         try:
             answer = self._exchange(operation, method, path, body=body, params=params)
-        except NeverSent as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"{operation}: the request never reached Payvalida",
-                retryable=True,
-            ) from exc
-        except OutcomeUnknown as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_TIMEOUT.value,
-                f"{operation}: Payvalida did not answer; the outcome is unknown",
-                retryable=True,
-            ) from exc
+        except (NeverSent, OutcomeUnknown) as exc:
+            raise self._unanswered(operation, exc) from exc
         if answer.broken or answer.envelope is None:
             raise GatewayError(
                 self._name,

@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
-from adapters._http import NeverSent, OutcomeUnknown, Secret, new_client, send
+from adapters._http import HttpGateway, NeverSent, OutcomeUnknown, Secret, new_client, send
 from adapters.qvo import _wire as wire
 from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult
@@ -85,13 +84,15 @@ class _Reply:
         return wire.parse_error(self.status, self.body)
 
 
-class QvoGateway:
+class QvoGateway(HttpGateway):
     """QVO's API, in the engine's words (see the module docstring for how it keeps its promises).
 
     ``base_url`` is the sandbox by default (``https://api.qvo.cl`` is production); ``transport``
     replaces the network, for tests against :class:`~adapters.qvo.fake.FakeQvo`. Close it (or
     use it as a context manager) to release its connections.
     """
+
+    label = "QVO"
 
     def __init__(
         self,
@@ -116,11 +117,6 @@ class QvoGateway:
     # -- identity ------------------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        """The name payment methods refer to (``"qvo"`` unless given another)."""
-        return self._name
-
-    @property
     def currencies(self) -> frozenset[str]:
         """QVO charges in Chilean pesos only (its amounts are integer pesos)."""
         return frozenset({"CLP"})
@@ -140,21 +136,6 @@ class QvoGateway:
 
     def __repr__(self) -> str:
         return f"QvoGateway(name={self._name!r}, base_url={self._base_url!r})"
-
-    def close(self) -> None:
-        """Release the HTTP connections (and the transport)."""
-        self._client.close()
-
-    def __enter__(self) -> QvoGateway:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- customers and cards -------------------------------------------------------------------
 
@@ -381,20 +362,8 @@ class QvoGateway:
         """A 2xx answer, or :class:`GatewayError` for anything else (lost answers included)."""
         try:
             reply = self._send(method, route, **kwargs)
-        except NeverSent as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_UNAVAILABLE.value,
-                f"QVO could not be reached ({exc})",
-                retryable=True,
-            ) from None
-        except OutcomeUnknown as exc:
-            raise GatewayError(
-                self._name,
-                ErrorCode.GATEWAY_TIMEOUT.value,
-                f"QVO's answer was lost ({exc})",
-                retryable=True,
-            ) from None
+        except (NeverSent, OutcomeUnknown) as exc:
+            raise self._unanswered(f"{method} {route}", exc) from None
         if not reply.ok:
             raise wire.gateway_error(self._name, reply.error())
         if reply.body is None:

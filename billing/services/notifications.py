@@ -197,9 +197,7 @@ def _take(
     """Process a notification if this engine can claim it; the receipt, and whether it did."""
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
-        taken = tx.claim_inbox(
-            notification_id, ctx.worker, now=now, until=now + ctx.settings.lease
-        )
+        taken = tx.claim_inbox(notification_id, ctx.worker, now=now, until=now + ctx.settings.lease)
         row = tx.inbox_row(notification_id)
         kept = _kept(row)
     if not taken:
