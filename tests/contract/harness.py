@@ -7,12 +7,14 @@ unchanged over every harness; the per-gateway differences live in :class:`Expect
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from billing.domain.money import Money
 from billing.domain.payments import ErrorCode
-from billing.ports import Notification, PaymentGateway
+from billing.ports import ChargeRequest, Notification, PaymentGateway, SyncRequest
 
 Behavior = Literal["approve", "soft_decline", "hard_decline", "soft_then_approve"]
 """How a payer's stored card behaves: ``soft_then_approve`` soft-declines its first charge
@@ -99,3 +101,33 @@ class Harness(Protocol):
     def close(self) -> None:
         """Release the fake (stop its server, close clients)."""
         ...
+
+
+AT = datetime(2026, 3, 2, 15, tzinfo=UTC)
+"""The instant the conformance suites' requests are made at."""
+
+
+def charge_request(harness: Harness, payer: Payer, key: str | None = None) -> ChargeRequest:
+    """A charge of the harness's amount to ``payer`` (a new key unless ``key``)."""
+    return ChargeRequest(
+        idempotency_key=key or f"in_{uuid.uuid4().hex[:16]}-1",
+        amount=harness.amount,
+        customer_id=payer.customer_id,
+        customer_reference=payer.customer_reference,
+        payment_method=payer.payment_method,
+        description="Plan Oro, marzo",
+        at=AT,
+    )
+
+
+def sync_request(request: ChargeRequest, reference: str | None = None) -> SyncRequest:
+    """The question about what became of ``request``."""
+    return SyncRequest(
+        idempotency_key=request.idempotency_key,
+        reference=reference,
+        amount=request.amount,
+        customer_id=request.customer_id,
+        customer_reference=request.customer_reference,
+        payment_method=request.payment_method,
+        at=request.at,
+    )

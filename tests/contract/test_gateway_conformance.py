@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 import pytest
 
@@ -23,19 +22,15 @@ from billing.domain.payments import DECLINE_OF, DeclineKind, ErrorCode, PaymentS
 from billing.ports import (
     AttachRequest,
     Capability,
-    ChargeRequest,
     CustomerRequest,
     EnrollmentRequest,
     Notification,
     RefundRequest,
     RefundStatus,
-    SyncRequest,
 )
-from tests.contract.harness import Harness, Mode, Payer
+from tests.contract.harness import AT, Harness, Mode, Payer, charge_request, sync_request
 from tests.contract.harness_openpay import OpenpayHarness
 from tests.contract.harness_qvo import QvoHarness
-
-AT = datetime(2026, 3, 2, 15, tzinfo=UTC)
 
 HARNESSES: dict[str, Callable[[Mode], Harness]] = {
     "qvo": QvoHarness,
@@ -50,30 +45,6 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     built = HARNESSES[name](mode)
     yield built
     built.close()
-
-
-def charge(harness: Harness, payer: Payer, key: str | None = None) -> ChargeRequest:
-    return ChargeRequest(
-        idempotency_key=key or f"in_{uuid.uuid4().hex[:16]}-1",
-        amount=harness.amount,
-        customer_id=payer.customer_id,
-        customer_reference=payer.customer_reference,
-        payment_method=payer.payment_method,
-        description="Plan Oro, marzo",
-        at=AT,
-    )
-
-
-def sync(request: ChargeRequest, reference: str | None = None) -> SyncRequest:
-    return SyncRequest(
-        idempotency_key=request.idempotency_key,
-        reference=reference,
-        amount=request.amount,
-        customer_id=request.customer_id,
-        customer_reference=request.customer_reference,
-        payment_method=request.payment_method,
-        at=request.at,
-    )
 
 
 def refund(harness: Harness, reference: str, payer: Payer, amount=None) -> RefundRequest:
@@ -150,7 +121,7 @@ def test_declared_customers_are_registered_with_a_gateway_id(harness: Harness):
 
 def test_an_approved_charge_succeeds_with_a_reference(harness: Harness):
     payer = harness.payer("approve")
-    result = harness.gateway.charge(charge(harness, payer))
+    result = harness.gateway.charge(charge_request(harness, payer))
     assert result.status is PaymentStatus.SUCCEEDED
     assert result.reference
     assert (result.decline, result.error) == (None, None)
@@ -159,7 +130,7 @@ def test_an_approved_charge_succeeds_with_a_reference(harness: Harness):
 
 def test_repeating_a_key_never_charges_twice(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     first = harness.gateway.charge(request)
     again = harness.gateway.charge(request)
     assert (again.status, again.reference) == (PaymentStatus.SUCCEEDED, first.reference)
@@ -168,19 +139,21 @@ def test_repeating_a_key_never_charges_twice(harness: Harness):
 
 def test_a_soft_decline_is_a_result_and_a_retry_can_succeed(harness: Harness):
     payer = harness.payer("soft_then_approve")
-    declined = harness.gateway.charge(charge(harness, payer, f"in_{uuid.uuid4().hex[:8]}-1"))
+    declined = harness.gateway.charge(
+        charge_request(harness, payer, f"in_{uuid.uuid4().hex[:8]}-1")
+    )
     assert (declined.status, declined.decline) == (PaymentStatus.FAILED, DeclineKind.SOFT)
     assert declined.error is harness.expectations.soft_decline
     assert DECLINE_OF[declined.error] is DeclineKind.SOFT
     assert declined.code, "the gateway's raw code is kept"
-    retried = harness.gateway.charge(charge(harness, payer, f"in_{uuid.uuid4().hex[:8]}-2"))
+    retried = harness.gateway.charge(charge_request(harness, payer, f"in_{uuid.uuid4().hex[:8]}-2"))
     assert retried.status is PaymentStatus.SUCCEEDED
     assert harness.charges_taken(payer) == 1
 
 
 def test_a_hard_decline_is_a_result_of_the_hard_kind(harness: Harness):
     payer = harness.payer("hard_decline")
-    result = harness.gateway.charge(charge(harness, payer))
+    result = harness.gateway.charge(charge_request(harness, payer))
     assert (result.status, result.decline) == (PaymentStatus.FAILED, DeclineKind.HARD)
     assert result.error is harness.expectations.hard_decline
     assert harness.charges_taken(payer) == 0
@@ -188,24 +161,24 @@ def test_a_hard_decline_is_a_result_of_the_hard_kind(harness: Harness):
 
 def test_sync_reports_a_charge_and_none_for_a_key_never_sent(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
-    assert harness.gateway.sync(sync(request)) is None, "nothing was sent with this key yet"
+    request = charge_request(harness, payer)
+    assert harness.gateway.sync(sync_request(request)) is None, "nothing was sent with this key yet"
     sent = harness.gateway.charge(request)
-    found = harness.gateway.sync(sync(request))
+    found = harness.gateway.sync(sync_request(request))
     assert found is not None
     assert (found.status, found.reference) == (PaymentStatus.SUCCEEDED, sent.reference)
-    by_reference = harness.gateway.sync(sync(request, sent.reference))
+    by_reference = harness.gateway.sync(sync_request(request, sent.reference))
     assert by_reference is not None
     assert by_reference.reference == sent.reference
 
 
 def test_a_lost_answer_is_unknown_and_a_lookup_finds_the_one_charge(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     harness.lose_next_answer()
     lost = harness.gateway.charge(request)
     assert lost.status is PaymentStatus.UNKNOWN
-    found = harness.gateway.sync(sync(request))
+    found = harness.gateway.sync(sync_request(request))
     assert found is not None
     assert found.status is PaymentStatus.SUCCEEDED
     assert found.reference
@@ -217,7 +190,7 @@ def test_a_lost_answer_is_unknown_and_a_lookup_finds_the_one_charge(harness: Har
 
 def test_a_full_refund_succeeds_once(harness: Harness):
     payer = harness.payer("approve")
-    paid = harness.gateway.charge(charge(harness, payer))
+    paid = harness.gateway.charge(charge_request(harness, payer))
     assert paid.reference
     request = refund(harness, paid.reference, payer)
     first = harness.gateway.refund(request)
@@ -227,7 +200,7 @@ def test_a_full_refund_succeeds_once(harness: Harness):
 
 def test_partial_refunds_follow_the_declared_capability(harness: Harness):
     payer = harness.payer("approve")
-    paid = harness.gateway.charge(charge(harness, payer))
+    paid = harness.gateway.charge(charge_request(harness, payer))
     assert paid.reference
     part = harness.amount.allocate([1, 9])[0]
     result = harness.gateway.refund(refund(harness, paid.reference, payer, part))
@@ -242,7 +215,7 @@ def test_partial_refunds_follow_the_declared_capability(harness: Harness):
 
 def test_a_notification_names_its_charge_with_a_stable_id(harness: Harness):
     payer = harness.payer("approve")
-    paid = harness.gateway.charge(charge(harness, payer))
+    paid = harness.gateway.charge(charge_request(harness, payer))
     assert paid.reference
     webhook = harness.notification(paid.reference)
     facts = harness.gateway.parse_notification(webhook)
@@ -256,7 +229,7 @@ def test_a_notification_names_its_charge_with_a_stable_id(harness: Harness):
 
 def test_a_forged_notification_is_never_taken_as_verified(harness: Harness):
     payer = harness.payer("approve")
-    paid = harness.gateway.charge(charge(harness, payer))
+    paid = harness.gateway.charge(charge_request(harness, payer))
     assert paid.reference
     forged = harness.forged_notification(paid.reference)
     try:
@@ -282,7 +255,7 @@ def test_bad_credentials_are_an_authentication_error_never_a_decline(harness: Ha
     bad = harness.with_bad_credentials()
     with pytest.raises(GatewayAuthenticationFailed):
         bad.register_customer(CustomerRequest(customer_id="c-bad", email="bad@example.com"))
-    result = bad.charge(charge(harness, payer))
+    result = bad.charge(charge_request(harness, payer))
     assert result.status is PaymentStatus.UNKNOWN
     assert result.error is ErrorCode.AUTHENTICATION_ERROR
     assert result.decline is None
@@ -292,13 +265,13 @@ def test_bad_credentials_are_an_authentication_error_never_a_decline(harness: Ha
 def test_no_secret_reaches_logs_or_reprs(harness: Harness, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.DEBUG)
     payer = harness.payer("soft_then_approve")
-    harness.gateway.charge(charge(harness, payer))
+    harness.gateway.charge(charge_request(harness, payer))
     harness.lose_next_answer()
-    lost = charge(harness, payer)
+    lost = charge_request(harness, payer)
     harness.gateway.charge(lost)
-    harness.gateway.sync(sync(lost))
+    harness.gateway.sync(sync_request(lost))
     bad = harness.with_bad_credentials()
-    bad.charge(charge(harness, payer))
+    bad.charge(charge_request(harness, payer))
     seen = caplog.text + repr(harness.gateway) + repr(bad)
     for secret in harness.secrets:
         assert secret not in seen
@@ -312,12 +285,12 @@ def test_the_main_rules_hold_over_loopback_sockets(name: str):
     harness = HARNESSES[name]("loopback")
     try:
         payer = harness.payer("soft_then_approve")
-        declined = harness.gateway.charge(charge(harness, payer))
+        declined = harness.gateway.charge(charge_request(harness, payer))
         assert declined.decline is DeclineKind.SOFT
-        request = charge(harness, payer)
+        request = charge_request(harness, payer)
         harness.lose_next_answer()
         assert harness.gateway.charge(request).status is PaymentStatus.UNKNOWN
-        found = harness.gateway.sync(sync(request))
+        found = harness.gateway.sync(sync_request(request))
         assert found is not None
         assert found.status is PaymentStatus.SUCCEEDED
         assert harness.charges_taken(payer) == 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 import pytest
 
@@ -24,13 +23,10 @@ from billing.ports import (
     Notification,
     RefundRequest,
     RefundStatus,
-    SyncRequest,
 )
-from tests.contract.harness import Harness, Mode, Payer
+from tests.contract.harness import AT, Harness, Mode, Payer, charge_request, sync_request
 from tests.contract.harness_khipu import KhipuHarness
 from tests.contract.harness_payvalida import PayvalidaHarness
-
-AT = datetime(2026, 3, 2, 15, tzinfo=UTC)
 
 LINK_HARNESSES: dict[str, Callable[[Mode], Harness]] = {
     "khipu": KhipuHarness,
@@ -46,33 +42,9 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     built.close()
 
 
-def charge(harness: Harness, payer: Payer, key: str | None = None) -> ChargeRequest:
-    return ChargeRequest(
-        idempotency_key=key or f"in_{uuid.uuid4().hex[:16]}-1",
-        amount=harness.amount,
-        customer_id=payer.customer_id,
-        customer_reference=payer.customer_reference,
-        payment_method=payer.payment_method,
-        description="Plan Oro, marzo",
-        at=AT,
-    )
-
-
-def sync(request: ChargeRequest, reference: str | None = None) -> SyncRequest:
-    return SyncRequest(
-        idempotency_key=request.idempotency_key,
-        reference=reference,
-        amount=request.amount,
-        customer_id=request.customer_id,
-        customer_reference=request.customer_reference,
-        payment_method=request.payment_method,
-        at=request.at,
-    )
-
-
 def link(harness: Harness, payer: Payer, request: ChargeRequest | None = None) -> str:
     """Charge: a link to pay at, and the gateway's id for the payment."""
-    result = harness.gateway.charge(request or charge(harness, payer))
+    result = harness.gateway.charge(request or charge_request(harness, payer))
     assert result.status is PaymentStatus.REQUIRES_ACTION
     assert result.action_url is not None
     assert result.action_url.startswith(("https://", "http://"))
@@ -100,10 +72,10 @@ def test_the_payment_method_is_the_payers_email_and_a_bad_one_is_refused(harness
 
 def test_a_charge_is_a_link_and_a_repeated_key_is_the_same_link(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     first = link(harness, payer, request)
     assert link(harness, payer, request) == first, "one payment per key"
-    found = harness.gateway.sync(sync(request, first))
+    found = harness.gateway.sync(sync_request(request, first))
     assert found is not None
     assert found.status is PaymentStatus.REQUIRES_ACTION
     assert harness.charges_taken(payer) == 0, "nothing is taken before the customer pays"
@@ -111,15 +83,15 @@ def test_a_charge_is_a_link_and_a_repeated_key_is_the_same_link(harness: Harness
 
 def test_sync_is_none_for_a_key_never_sent(harness: Harness):
     payer = harness.payer("approve")
-    assert harness.gateway.sync(sync(charge(harness, payer))) is None
+    assert harness.gateway.sync(sync_request(charge_request(harness, payer))) is None
 
 
 def test_a_paid_link_succeeds_once(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     reference = link(harness, payer, request)
     harness.pay_link(reference)
-    paid = harness.gateway.sync(sync(request, reference))
+    paid = harness.gateway.sync(sync_request(request, reference))
     assert paid is not None
     assert paid.status is PaymentStatus.SUCCEEDED
     assert paid.reference == reference
@@ -134,10 +106,10 @@ def link_again_is_settled(harness: Harness, request: ChargeRequest, reference: s
 
 def test_a_link_that_expires_unpaid_is_a_soft_decline_of_an_abandoned_payment(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     reference = link(harness, payer, request)
     harness.expire_link(reference)
-    expired = harness.gateway.sync(sync(request, reference))
+    expired = harness.gateway.sync(sync_request(request, reference))
     assert expired is not None
     assert expired.status is PaymentStatus.FAILED
     assert expired.decline is DeclineKind.SOFT
@@ -147,11 +119,11 @@ def test_a_link_that_expires_unpaid_is_a_soft_decline_of_an_abandoned_payment(ha
 
 def test_a_link_paid_after_its_expiry_reads_succeeded(harness: Harness):
     payer = harness.payer("approve")
-    request = charge(harness, payer)
+    request = charge_request(harness, payer)
     reference = link(harness, payer, request)
     harness.expire_link(reference)
     harness.pay_link(reference, late=True)
-    late = harness.gateway.sync(sync(request, reference))
+    late = harness.gateway.sync(sync_request(request, reference))
     assert late is not None
     assert late.status is PaymentStatus.SUCCEEDED
     assert harness.charges_taken(payer) == 1
@@ -212,7 +184,7 @@ def test_a_paid_link_is_refunded_once_where_refunds_are_declared(harness: Harnes
 
 def test_bad_credentials_are_an_authentication_error_never_a_decline(harness: Harness):
     payer = harness.payer("approve")
-    result = harness.with_bad_credentials().charge(charge(harness, payer))
+    result = harness.with_bad_credentials().charge(charge_request(harness, payer))
     assert result.status is PaymentStatus.UNKNOWN
     assert result.error is ErrorCode.AUTHENTICATION_ERROR
     assert result.decline is None
@@ -222,9 +194,9 @@ def test_no_secret_reaches_logs_or_reprs(harness: Harness, caplog: pytest.LogCap
     caplog.set_level(logging.DEBUG)
     payer = harness.payer("approve")
     reference = link(harness, payer)
-    harness.gateway.sync(sync(charge(harness, payer), reference))
+    harness.gateway.sync(sync_request(charge_request(harness, payer), reference))
     bad = harness.with_bad_credentials()
-    bad.charge(charge(harness, payer))
+    bad.charge(charge_request(harness, payer))
     seen = caplog.text + repr(harness.gateway) + repr(bad)
     for secret in harness.secrets:
         assert secret not in seen
@@ -235,11 +207,11 @@ def test_the_link_flow_holds_over_loopback_sockets(name: str):
     harness = LINK_HARNESSES[name]("loopback")
     try:
         payer = harness.payer("approve")
-        request = charge(harness, payer)
+        request = charge_request(harness, payer)
         reference = link(harness, payer, request)
         assert link(harness, payer, request) == reference
         harness.pay_link(reference)
-        paid = harness.gateway.sync(sync(request, reference))
+        paid = harness.gateway.sync(sync_request(request, reference))
         assert paid is not None
         assert paid.status is PaymentStatus.SUCCEEDED
         facts = harness.gateway.parse_notification(harness.notification(reference))
