@@ -15,14 +15,21 @@ link sent to that address (the fake acts as the customer, then notifies):
   the adapter learns the payment from its notification (:meth:`KhipuSimulation.notification`).
 
 The fake's clock is the engine's (``clock``), so links expire as scenario time passes.
+
+It is a :class:`~billing.testing.simulation.LinkSimulation`: :meth:`KhipuSimulation.pay_link`
+acts as the customer on one link (on time, or late after it expired), and every notification the
+fake sends (when a payment becomes ``done``; Khipu notifies nothing else) is kept until
+:meth:`KhipuSimulation.take_notifications` hands it over, as the host's endpoint receives it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from adapters.khipu.fake import DEFAULT_RECEIVER_ID, DEFAULT_SECRET, FakeKhipu
 from adapters.khipu.gateway import API_URL, KhipuGateway
@@ -30,6 +37,7 @@ from billing.domain.errors import InvalidArgument
 from billing.ports import Notification
 from billing.testing import Behavior
 from billing.testing.asgi import InProcessTransport, serve
+from billing.testing.simulation import LinkSimulation
 
 __all__ = ["SCRIPTS", "KhipuSimulation", "simulation"]
 
@@ -45,6 +53,9 @@ SCRIPTS: dict[Behavior, str] = {
 }
 """The fake's payer script for each behavior (:data:`adapters.khipu.fake.PAYER_BEHAVIORS`)."""
 
+NOTIFY_URL = "https://host.invalid/webhooks/khipu"
+"""Where the fake addresses its notifications; none is POSTed: the simulation keeps them."""
+
 
 def _email(customer_id: str) -> str:
     local = re.sub(r"[^A-Za-z0-9._-]", "-", customer_id)[:60] or "payer"
@@ -59,7 +70,9 @@ class KhipuSimulation:
     def __init__(
         self, *, loopback: bool = True, clock: Callable[[], datetime] | None = None
     ) -> None:
-        self.fake = FakeKhipu(clock=clock)
+        self._outbox: list[Notification] = []
+        self._outbox_lock = threading.Lock()
+        self.fake = FakeKhipu(clock=clock, deliver=self._keep, notify_url=NOTIFY_URL)
         self._loopback = loopback
         self._stack = ExitStack()
         self._url = (
@@ -108,6 +121,30 @@ class KhipuSimulation:
         headers, body = self.fake.notification(self._latest(customer_id), forged=True)
         return Notification(headers=headers, body=body)
 
+    def pay_link(self, reference: str, *, late: bool = False) -> None:
+        """Act as the payer: pay the payment ``reference`` (``late``: although it expired, a
+        transfer confirmed after the expiry); the fake notifies at once.
+
+        :raises InvalidArgument: when the payment cannot be paid (unknown, already paid,
+            refused, expired without ``late``)."""
+        try:
+            self.fake.pay(reference, late=late)
+        except ValueError as exc:
+            raise InvalidArgument(
+                "reference", f"must be a payable link ({exc})", reference
+            ) from exc
+
+    async def _keep(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        """The fake's delivery: keep the notification for :meth:`take_notifications`."""
+        with self._outbox_lock:
+            self._outbox.append(Notification(headers=dict(headers), body=body))
+        return 200
+
+    def take_notifications(self) -> list[Notification]:
+        with self._outbox_lock:
+            taken, self._outbox = self._outbox, []
+        return taken
+
     def lose_next_refund_answer(self) -> None:
         self.fake.inject(refund_timeouts=1)
 
@@ -123,3 +160,10 @@ def simulation(
 ) -> KhipuSimulation:
     """The ``billing.simulations`` entry point."""
     return KhipuSimulation(loopback=loopback, clock=clock)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(sim: KhipuSimulation) -> LinkSimulation:
+        """mypy checks here that the simulation implements the whole protocol."""
+        return sim

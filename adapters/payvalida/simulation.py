@@ -16,14 +16,21 @@ treat each link the engine sends follows a script of the fake on that address, o
   (``unknown`` at first; the engine's sync finds the one order, paid);
 * ``decline_hard``: refused with :class:`~billing.domain.errors.InvalidArgument`: a link cannot
   be declined for good, Payvalida has nothing that stops retries.
+
+It is a :class:`~billing.testing.simulation.LinkSimulation`: :meth:`PayvalidaSimulation.pay_link`
+acts as the customer on one link (on time, or late after it expired), and every notification the
+fake sends (``approved`` when an order is paid, ``cancelled`` when it expires) is kept until
+:meth:`PayvalidaSimulation.take_notifications` hands it over, as the host's endpoint receives it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -34,6 +41,7 @@ from billing.domain.errors import InvalidArgument
 from billing.ports import Notification
 from billing.testing import Behavior
 from billing.testing.asgi import InProcessTransport, serve
+from billing.testing.simulation import LinkSimulation
 
 __all__ = ["SCRIPTS", "PayvalidaSimulation", "simulation"]
 
@@ -47,6 +55,9 @@ SCRIPTS: dict[Behavior, tuple[PayWhen, bool]] = {
     Behavior.TIMEOUT: ("now", True),
 }
 """Each behavior's script on the fake: when the payer pays, and whether answers are lost."""
+
+NOTIFY_URL = "https://host.invalid/webhooks/payvalida"
+"""Where the fake addresses its notifications; none is POSTed: the simulation keeps them."""
 
 _UNSAFE = re.compile(r"[^a-z0-9.+\-]+")
 
@@ -65,7 +76,9 @@ class PayvalidaSimulation:
     def __init__(
         self, *, loopback: bool = True, clock: Callable[[], datetime] | None = None
     ) -> None:
-        self.fake = FakePayvalida(now=clock)
+        self._outbox: list[Notification] = []
+        self._outbox_lock = threading.Lock()
+        self.fake = FakePayvalida(now=clock, notify_url=NOTIFY_URL, deliver=self._keep)
         self._loopback = loopback
         self._stack = ExitStack()
         self._url = (
@@ -139,6 +152,29 @@ class PayvalidaSimulation:
         headers, body = self.fake.notification(self._latest(customer_id), forged=True)
         return Notification(headers=headers, body=body)
 
+    def pay_link(self, reference: str, *, late: bool = False) -> None:
+        """Act as the customer: pay the order ``reference`` through its link (``late``: although
+        it expired), through the fake's control endpoint; the fake notifies at once.
+
+        :raises InvalidArgument: when the order cannot be paid (unknown, already paid, expired
+            without ``late``)."""
+        response = self._browser.post("/_fake/pay", json={"order": reference, "late": late})
+        if response.status_code == 400:
+            refusal = str(response.json().get("error", response.text))
+            raise InvalidArgument("reference", f"must be a payable order ({refusal})", reference)
+        response.raise_for_status()
+
+    def _keep(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        """The fake's delivery: keep the notification for :meth:`take_notifications`."""
+        with self._outbox_lock:
+            self._outbox.append(Notification(headers=dict(headers), body=body))
+        return 200
+
+    def take_notifications(self) -> list[Notification]:
+        with self._outbox_lock:
+            taken, self._outbox = self._outbox, []
+        return taken
+
     def lose_next_refund_answer(self) -> None:
         raise InvalidArgument("gateway", "must have refunds; payvalida has none")
 
@@ -155,3 +191,10 @@ def simulation(
 ) -> PayvalidaSimulation:
     """The ``billing.simulations`` entry point."""
     return PayvalidaSimulation(loopback=loopback, clock=clock)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(sim: PayvalidaSimulation) -> LinkSimulation:
+        """mypy checks here that the simulation implements the whole protocol."""
+        return sim

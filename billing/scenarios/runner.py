@@ -6,6 +6,12 @@ billed in time order, across all subscriptions), applies each event at its insta
 everything due up to ``until``. Customers pay through their gateway's simulation
 (:mod:`billing.testing.simulation`), scripted with their ``payment`` behavior: the in-process fake,
 or a real adapter talking to its gateway's fake server over loopback HTTP.
+
+Customers of gateways that collect through payment links (Khipu, Payvalida) are on the other side
+of each link (:class:`LinkPayers`): they pay it at once, never, or late, through the gateway's fake;
+every notification the gateway sends is handed to the engine
+(:meth:`~billing.engine.Engine.receive_notification`) after each step, in process, as the host's
+webhook endpoint would.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from billing.bootstrap import open_engine
 from billing.clock import ManualClock
@@ -26,24 +32,160 @@ from billing.domain.errors import BillingError, IllegalTransition
 from billing.domain.exchange import TableExchangeRates
 from billing.domain.invoices import Invoice, InvoiceStatus, LineKind
 from billing.domain.money import Currency, Money
-from billing.domain.payments import PaymentStatus
+from billing.domain.payments import PaymentAttempt, PaymentStatus
 from billing.domain.proration import ProrationBehavior
 from billing.engine import Engine
 from billing.ports import Capability
 from billing.scenarios.file import EventSpec, Scenario, ScenarioError
+from billing.services.notifications import NotificationReceipt
 from billing.testing import Behavior, simulation
-from billing.testing.simulation import GatewaySimulation
+from billing.testing.simulation import GatewaySimulation, LinkSimulation, link_simulation
 
 Report = dict[str, Any]
 
+LATE_PAYMENT_AFTER: Final = timedelta(days=2)
+"""How long after the engine recorded that a payment link expired unpaid a ``pay_late`` customer
+of a pay-by-link gateway pays it anyway."""
 
-def advance(engine: Engine, clock: ManualClock, until: datetime) -> None:
-    """Move ``clock`` to ``until``, stopping at every instant work falls due on the way."""
-    while (due := engine.next_run_at()) is not None and due <= until:
-        clock.set(max(due, clock.now()))
+_MAX_ROUNDS: Final = 100
+"""Rounds of payer actions and notifications at one instant before the runner gives up."""
+
+
+def advance(
+    engine: Engine, clock: ManualClock, until: datetime, *, payers: LinkPayers | None = None
+) -> None:
+    """Move ``clock`` to ``until``, stopping at every instant work falls due on the way.
+
+    With ``payers``, it also stops where a scripted payer acts (a late payment), and after every
+    step the payers act and the gateways' notifications reach the engine
+    (:meth:`LinkPayers.settle`).
+    """
+    while True:
+        due = engine.next_run_at()
+        acts = None if payers is None else payers.next_at()
+        stop = min((when for when in (due, acts) if when is not None), default=None)
+        if stop is None or stop > until:
+            break
+        clock.set(max(stop, clock.now()))
         engine.run_due()
+        if payers is not None:
+            payers.settle()
     clock.set(until)
     engine.run_due()
+    if payers is not None:
+        payers.settle()
+
+
+@dataclass
+class LinkPayers:
+    """The customers of pay-by-link gateways (:class:`~billing.testing.simulation.LinkSimulation`),
+    on the other side of their links, and the gateways' webhooks to the engine.
+
+    A customer's links go as their behavior says, through the gateway's fake: ``approve`` and
+    ``pay_by_link`` pay each link as soon as it exists, ``never_pay``, ``link_expires`` and
+    ``decline_soft`` let it expire unpaid (a soft decline, so dunning sends a new link per retry).
+    ``pay_late`` lets each link expire too, and pays it anyway :data:`LATE_PAYMENT_AFTER` after
+    the engine recorded the expiry: the engine records the late payment, which pays the invoice
+    if it is still open and becomes the customer's credit otherwise. Whether a link is paid late
+    is decided when it is sent: a customer who changes their behavior still pays the links they
+    had already decided to pay late.
+
+    :meth:`settle`, after every step, makes the payers' due payments and hands every
+    notification the gateways sent to :meth:`~billing.engine.Engine.receive_notification`.
+    """
+
+    engine: Engine
+    links: Mapping[str, LinkSimulation]
+    """The simulation of each pay-by-link gateway, by gateway name."""
+    receipts: list[NotificationReceipt] = field(default_factory=list)
+    """The engine's receipt of every notification delivered, in order."""
+    _late_payers: set[str] = field(default_factory=set, init=False, repr=False)
+    """Customers who pay the links sent to them from now on late."""
+    _seen: set[str] = field(default_factory=set, init=False, repr=False)
+    _late: set[str] = field(default_factory=set, init=False, repr=False)
+    """Attempts whose link is to be paid late, until it is."""
+    _due: dict[str, tuple[datetime, PaymentAttempt]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """When each expired link of :attr:`_late` is to be paid, and its attempt."""
+
+    @classmethod
+    def of(cls, engine: Engine, sims: Mapping[str, GatewaySimulation]) -> LinkPayers:
+        """The payers of every pay-by-link gateway among ``sims``."""
+        links = {
+            name: link for name, sim in sims.items() if (link := link_simulation(sim)) is not None
+        }
+        return cls(engine=engine, links=links)
+
+    def scripted(self, customer_id: str, gateway: str, behavior: Behavior) -> Behavior:
+        """What to script ``gateway``'s simulation with for a customer who, from now on, pays
+        as ``behavior`` says: a ``pay_late`` customer of a pay-by-link gateway lets the links
+        expire (``never_pay``), and :meth:`settle` pays them late."""
+        behavior = Behavior(behavior)
+        if gateway not in self.links:
+            return behavior
+        if behavior is Behavior.PAY_LATE:
+            self._late_payers.add(customer_id)
+            return Behavior.NEVER_PAY
+        self._late_payers.discard(customer_id)
+        return behavior
+
+    def next_at(self) -> datetime | None:
+        """The next instant a payer acts (a late payment), if any."""
+        return min((due for due, _ in self._due.values()), default=None)
+
+    def settle(self) -> None:
+        """Make the payers' payments due by now, and deliver every notification the gateways
+        sent to the engine, until nothing more happens at this instant."""
+        if not self.links:
+            return
+        for _ in range(_MAX_ROUNDS):
+            self._track()
+            acted = self._pay_due()
+            delivered = self._deliver()
+            if not acted and not delivered:
+                return
+        raise RuntimeError(f"payers and notifications still active after {_MAX_ROUNDS} rounds")
+
+    def _track(self) -> None:
+        """Note new links of late payers, and when each expired one is to be paid."""
+        for attempt in self.engine.payments():
+            if attempt.gateway not in self.links or attempt.customer_id is None:
+                continue
+            if attempt.id not in self._seen:
+                self._seen.add(attempt.id)
+                if attempt.customer_id in self._late_payers:
+                    self._late.add(attempt.id)
+            if attempt.id not in self._late:
+                continue
+            if attempt.may_be_paid_late() and attempt.reference is not None:
+                expired = attempt.updated_at or attempt.created_at
+                self._due[attempt.id] = (expired + LATE_PAYMENT_AFTER, attempt)
+            elif attempt.is_settled():  # paid after all, or declined for good: nothing to pay
+                self._late.discard(attempt.id)
+                self._due.pop(attempt.id, None)
+
+    def _pay_due(self) -> int:
+        now = self.engine.clock.now()
+        due = [attempt for when, attempt in self._due.values() if when <= now]
+        for attempt in due:
+            assert attempt.gateway is not None
+            assert attempt.reference is not None
+            self.links[attempt.gateway].pay_link(attempt.reference, late=True)
+            self._late.discard(attempt.id)
+            del self._due[attempt.id]
+        return len(due)
+
+    def _deliver(self) -> int:
+        delivered = 0
+        for name, link in self.links.items():
+            for notification in link.take_notifications():
+                receipt = self.engine.receive_notification(
+                    name, headers=notification.headers, body=notification.body
+                )
+                self.receipts.append(receipt)
+                delivered += 1
+        return delivered
 
 
 @contextmanager
@@ -65,16 +207,19 @@ def _engine(scenario: Scenario, clock: ManualClock, url: str | None) -> Iterator
                 url, clock=clock, gateways=gateways, rates=rates, settings=settings, migrate=True
             )
         )
-        yield _Run(engine, sims, {c.ref: c.gateway for c in scenario.customers})
+        payers = LinkPayers.of(engine, sims)
+        yield _Run(engine, sims, {c.ref: c.gateway for c in scenario.customers}, payers)
 
 
 @dataclass
 class _Run:
-    """A scenario's engine, its gateways' simulations, and each customer's gateway."""
+    """A scenario's engine, its gateways' simulations, each customer's gateway, and the payers
+    of pay-by-link gateways."""
 
     engine: Engine
     sims: Mapping[str, GatewaySimulation]
     gateway_of: Mapping[str, str]
+    payers: LinkPayers
 
     def give_card(
         self, customer: str, payment: str, *, replace: bool, idempotency_key: str | None = None
@@ -84,10 +229,14 @@ class _Run:
             self.engine,
             self.sims[name],
             customer,
-            Behavior(payment),
+            self.payers.scripted(customer, name, Behavior(payment)),
             replace=replace,
             idempotency_key=idempotency_key,
         )
+
+    def script(self, customer: str, payment: str) -> None:
+        name = self.gateway_of[customer]
+        self.sims[name].script(customer, self.payers.scripted(customer, name, Behavior(payment)))
 
 
 def give_card(
@@ -99,12 +248,14 @@ def give_card(
     replace: bool = False,
     idempotency_key: str | None = None,
 ) -> None:
-    """Give a customer a new default card that pays as ``behavior`` says, the way the gateway
-    stores cards: from a token of its card form, or through its enrollment page. With
-    ``replace``, invoices in dunning are retried with it at once."""
+    """Give a customer a new default payment method that pays as ``behavior`` says, the way the
+    gateway stores it: a card from a token of its card form, or through its enrollment page;
+    for a gateway that collects through payment links, the payer's e-mail address the links are
+    sent to. With ``replace``, invoices in dunning are retried with it at once."""
     name = sim.gateway.name
-    if Capability.CARD_TOKENS in sim.gateway.capabilities:
-        token = sim.card_token(customer_id, behavior)
+    capabilities = sim.gateway.capabilities
+    if Capability.CARD_TOKENS in capabilities or Capability.PAY_BY_LINK in capabilities:
+        token = sim.card_token(customer_id, behavior)  # a pay-by-link gateway's is an e-mail
         add = engine.replace_payment_method if replace else engine.add_payment_method
         add(customer_id, gateway=name, token=token, idempotency_key=idempotency_key)
         return
@@ -155,11 +306,13 @@ def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Repo
                     tax=spec.tax,
                     prorate=spec.prorate,
                 )
+                run.payers.settle()
         for event in scenario.events:
-            advance(engine, clock, event.at)
+            advance(engine, clock, event.at, payers=run.payers)
             with _refusals(scenario, event.line, f"events.{event.action}"):
                 _apply(run, currencies, event)
-        advance(engine, clock, scenario.until)
+                run.payers.settle()
+        advance(engine, clock, scenario.until, payers=run.payers)
         return report(engine, scenario)
 
 
@@ -195,8 +348,7 @@ def _apply(run: _Run, currencies: Mapping[str, Currency], event: EventSpec) -> N
                 idempotency_key=key,
             )
         case "set_payment":
-            customer = str(args["customer"])
-            run.sims[run.gateway_of[customer]].script(customer, Behavior(str(args["payment"])))
+            run.script(str(args["customer"]), str(args["payment"]))
         case "cancel":
             at_period_end = args.get("at_period_end", True)
             engine.cancel(

@@ -4,8 +4,14 @@ A scenario file names a gateway per customer (``gateway: fake``, ``qvo``, ``open
 name, :func:`simulation` loads a :class:`GatewaySimulation` from the ``billing.simulations``
 entry-point group: the gateway to give the engine, and the means to give a customer a payment
 method that pays as a :class:`~billing.testing.Behavior` says. ``fake`` is the in-process
-:class:`~billing.testing.FakeGateway`; ``qvo`` and ``openpay`` run their real adapters against
-their fake servers over HTTP on loopback, so a scenario exercises the whole path.
+:class:`~billing.testing.FakeGateway`; ``qvo`` and ``openpay`` (stored cards), ``khipu`` and
+``payvalida`` (payment links) run their real adapters against their fake servers over HTTP on
+loopback, so a scenario exercises the whole path.
+
+A gateway that collects through payment links
+(:attr:`~billing.ports.Capability.PAY_BY_LINK`) needs two more levers, those of
+:class:`LinkSimulation`: the customer paying a given link (on time or late), and the
+notifications the gateway sent, to hand to the engine as the host's webhook endpoint would.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from billing.domain.errors import InvalidArgument
-from billing.ports import Notification, PaymentGateway
+from billing.ports import Capability, Notification, PaymentGateway
 from billing.testing.fake_gateway import Behavior, FakeGateway
 
 GROUP = "billing.simulations"
@@ -83,6 +89,45 @@ class GatewaySimulation(Protocol):
     def close(self) -> None:
         """Stop any server the simulation started."""
         ...
+
+
+@runtime_checkable
+class LinkSimulation(GatewaySimulation, Protocol):
+    """The simulation of a gateway that collects through payment links
+    (:attr:`~billing.ports.Capability.PAY_BY_LINK`): every charge is a link the scripted customer
+    pays (or not) later, and the gateway notifies the host when it is paid (or expires).
+
+    The customer's "card token" (:meth:`card_token`) is the payer's e-mail address, the payment
+    method links are sent to. Notifications the gateway sends are kept, in order, until
+    :meth:`take_notifications` hands them over: a scenario delivers them to
+    :meth:`~billing.engine.Engine.receive_notification`, a test may drop, replay or reorder them.
+    """
+
+    def pay_link(self, reference: str, *, late: bool = False) -> None:
+        """Act as the customer: pay the link of the charge the gateway calls ``reference`` (the
+        attempt's reference). ``late``: although it expired unpaid (a transfer the bank
+        confirmed after the expiry). The gateway then notifies (see
+        :meth:`take_notifications`)."""
+        ...
+
+    def take_notifications(self) -> list[Notification]:
+        """Every notification the gateway sent since the last call, oldest first, as the host's
+        webhook endpoint receives them (the gateway saw each answered ``200``)."""
+        ...
+
+
+def link_simulation(sim: GatewaySimulation) -> LinkSimulation | None:
+    """``sim`` as a :class:`LinkSimulation` when its gateway collects through payment links, else
+    ``None``.
+
+    :raises InvalidArgument: for a pay-by-link gateway whose simulation lacks the levers.
+    """
+    if Capability.PAY_BY_LINK not in sim.gateway.capabilities:
+        return None
+    if not isinstance(sim, LinkSimulation):
+        rule = "must simulate its payers (pay_link, take_notifications): it sends payment links"
+        raise InvalidArgument("gateway", rule, sim.gateway.name)
+    return sim
 
 
 class FakeSimulation:

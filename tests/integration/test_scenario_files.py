@@ -14,7 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from billing.cli import app
-from billing.scenarios import mismatches, read_scenario, run_scenario
+from billing.scenarios import (
+    ScenarioError,
+    load_scenario,
+    mismatches,
+    read_scenario,
+    run_scenario,
+)
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -59,3 +65,34 @@ def test_the_command_exits_1_when_an_expectation_is_broken(tmp_path: Path):
     assert result.exit_code == 1, result.output
     assert "invoices[0].total" in result.output
     assert "all expectations met" not in result.output
+
+
+LINKS = """\
+name: pay-by-link refusals
+start: "2026-03-02T10:00:00-05:00"
+until: "2026-03-03T10:00:00-05:00"
+plans:
+  - {code: oro, name: Oro, price: 39900, currency: COP}
+customers:
+  - {ref: c1, timezone: America/Bogota, gateway: payvalida, payment: approve}
+subscriptions:
+  - {ref: s1, customer: c1, plan: oro}
+events:
+  - at: "2026-03-02T12:00:00-05:00"
+    refund: {invoice: INV-000001}
+"""
+
+
+def test_a_refund_through_a_gateway_without_refunds_is_refused_naming_its_line():
+    with pytest.raises(ScenarioError) as refused:
+        run_scenario(load_scenario(LINKS, source="links.yaml"))
+    assert (refused.value.line, refused.value.field) == (11, "events.refund")
+    assert "lacks refunds" in str(refused.value)
+
+
+def test_a_link_cannot_be_scripted_to_decline_for_good():
+    text = LINKS.replace("payment: approve", "payment: decline_hard")
+    with pytest.raises(ScenarioError) as refused:
+        run_scenario(load_scenario(text, source="links.yaml"))
+    assert (refused.value.line, refused.value.field) == (7, "customers")
+    assert "links never hard-decline" in str(refused.value)

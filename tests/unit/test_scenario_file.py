@@ -225,6 +225,12 @@ def test_defaults_fill_the_optional_keys():
     assert scenario.proration is ProrationUnit.DAY
 
 
+@pytest.mark.parametrize("gateway", ["khipu", "payvalida"])
+def test_the_pay_by_link_gateways_are_accepted(gateway: str):
+    scenario = load_scenario(FIXTURE.replace("gateway: fake", f"gateway: {gateway}"))
+    assert (scenario.customers[0].gateway, scenario.customers[1].gateway) == (gateway, "fake")
+
+
 def test_json_is_accepted_as_yaml():
     document = {
         "name": "json",
@@ -464,12 +470,9 @@ CASES = [
     pytest.param('  - at: "2026-02-15T00:00:00+00:00"', '  - at: "2026-01-31T11:59:59+00:00"',
                  32, "events[0].at", "must be within the scenario's start and until",
                  id="event before start"),
-    pytest.param("gateway: fake", "gateway: khipu",
-                 20, "customers[0].gateway",
-                 "the khipu adapter is not available yet; use one of fake, openpay, qvo",
-                 id="unsupported gateway"),
     pytest.param("gateway: fake", "gateway: stripe",
-                 20, "customers[0].gateway", "must be one of fake, openpay, qvo",
+                 20, "customers[0].gateway",
+                 "must be one of fake, khipu, openpay, payvalida, qvo",
                  id="unknown gateway"),
     pytest.param("payment: approve", "payment: maybe",
                  20, "customers[0].payment",
