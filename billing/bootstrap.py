@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
@@ -19,6 +20,8 @@ from billing.store import currencies
 from billing.store.database import connect, require_schema, upgrade
 from billing.store.unit_of_work import Store
 
+log = logging.getLogger("billing.bootstrap")
+
 
 def discover_gateways(environ: Mapping[str, str] | None = None) -> list[PaymentGateway]:
     """The gateways installed packages offer through the ``billing.gateways`` entry points.
@@ -26,6 +29,11 @@ def discover_gateways(environ: Mapping[str, str] | None = None) -> list[PaymentG
     Each entry point is a callable that takes the environment and returns a configured gateway,
     or ``None`` when the environment does not configure it (no credentials, say). ``billing``
     never imports an adapter itself: an adapter package registers one of these.
+
+    Logs each gateway loaded (``gateway.loaded``, info) and each one left out: a warning
+    (``gateway.skipped``) when some of its ``BILLING_<NAME>_...`` variables are set but not
+    enough to configure it (missing credentials), else an info line
+    (``gateway.not_configured``); and a warning when no gateway at all is configured.
     """
     env = os.environ if environ is None else environ
     found: list[PaymentGateway] = []
@@ -33,7 +41,31 @@ def discover_gateways(environ: Mapping[str, str] | None = None) -> list[PaymentG
         gateway = entry.load()(env)
         if gateway is not None:
             found.append(gateway)
+            log.info("gateway.loaded gateway=%s", gateway.name)
+            continue
+        given = _variables_set(entry.name, env)
+        if given:
+            log.warning(
+                "gateway.skipped gateway=%s reason=missing_credentials set=%s",
+                entry.name,
+                ",".join(given),
+            )
+        else:
+            log.info("gateway.not_configured gateway=%s", entry.name)
+    if not found:
+        log.warning('gateway.none_configured effect="no payment can be charged"')
     return found
+
+
+def _variables_set(name: str, env: Mapping[str, str]) -> list[str]:
+    """The variables of gateway ``name`` set in ``env`` (its fake server's own,
+    ``BILLING_<NAME>_FAKE_...``, aside): names only, never their values."""
+    prefix = f"BILLING_{name.upper()}_"
+    return sorted(
+        key
+        for key, value in env.items()
+        if key.startswith(prefix) and value.strip() and not key.startswith(f"{prefix}FAKE_")
+    )
 
 
 def open_engine(

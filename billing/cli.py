@@ -1,4 +1,9 @@
-"""The ``billing`` command."""
+"""The ``billing`` command.
+
+Every command exits with a code of :class:`ExitCode` (docs/operations.md, "Exit codes"); a user
+mistake is one line on standard error, never a traceback (:class:`~billing.cli_support.
+BillingGroup`).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ import logging
 import os
 import shlex
 import socket
+import sys
+import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,25 +31,47 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import __version__
+from billing import __version__, cli_inspect, cli_support, demo, simulate, web
 from billing.bootstrap import open_engine
+from billing.cli_render import ScenarioProgress, all_events, render_scenario
+from billing.cli_support import (
+    DATABASE_URL_HELP,
+    BillingGroup,
+    ExitCode,
+    check_sqlite_file,
+    database_errors,
+    fail,
+    instant,
+    reading,
+)
 from billing.clock import ManualClock
 from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.currencies import EXPONENTS
 from billing.domain.errors import BillingError, InvalidArgument, SchemaNotReady
 from billing.domain.periods import BillingCalendar, Interval
-from billing.scenarios import ScenarioError, mismatches, read_scenario, run_scenario
+from billing.engine import Engine as EngineApi
+from billing.scenarios import Scenario, mismatches, read_scenario, run_scenario
 from billing.services.dispatch import Handlers
 from billing.store import currencies
 from billing.store.database import connect, current_revision, head_revision, shown, upgrade
-from billing.worker import Worker, configure_logging, freeze_startup_objects
+from billing.worker import PassReport, Worker, configure_logging, freeze_startup_objects
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ExitCode", "app", "main"]
 
 app = typer.Typer(
     name="billing",
+    cls=BillingGroup,
     help="A subscription billing engine: plans, periods, proration, taxes, credit, debt, dunning.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 done; 1 a result differs from what was expected; 2 a usage error; "
+    "3 the database cannot be used; 4 a billing failure (docs/operations.md, Exit codes).",
+    pretty_exceptions_show_locals=False,  # a traceback must never show a URL's password
 )
 
 
@@ -54,7 +85,9 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """A subscription billing engine for Python."""
@@ -79,9 +112,7 @@ def calendar(
         cal = BillingCalendar(start, Interval.of(interval, count), _checks.timezone(timezone))
         _checks.integer("periods", periods, minimum=1)
     except ValueError as exc:
-        message = str(exc) if isinstance(exc, BillingError) else f"anchor: {exc}"
-        console.print(f"[red]error:[/red] {message}")
-        raise typer.Exit(code=2) from None
+        fail(ExitCode.USAGE, str(exc) if isinstance(exc, BillingError) else f"--anchor: {exc}")
     table = Table(title=f"Every {cal.interval} from {start.isoformat()} in {timezone}")
     for column in ("#", "start (local)", "end (local)", "days", "hours"):
         table.add_column(column, justify="right" if column in ("#", "days", "hours") else "left")
@@ -101,30 +132,24 @@ def calendar(
     console.print(table)
 
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="SQLAlchemy URL (sqlite:///billing.db, postgresql://...); "
-        "default: $BILLING_DATABASE_URL or the SQLite file billing.db.",
-    ),
-]
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help=DATABASE_URL_HELP)]
 
 
 @app.command()
 def migrate(database_url: DatabaseUrl = None) -> None:
-    """Create or upgrade the billing tables of a database to this version's schema."""
-    console = Console()
+    """Create or upgrade the billing tables of a database to this version's schema.
+
+    Safe to repeat: a database already at this version is left as it is. A SQLite file is
+    created if it does not exist (its folder must).
+    """
     url = database_url or Settings.from_env().database_url
+    check_sqlite_file(url, must_exist=False)
+    engine = connect(url)
     try:
-        engine = connect(url)
-    except BillingError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
-    try:
-        before = current_revision(engine)
-        upgrade(engine)
-        after = current_revision(engine)
+        with database_errors(url):
+            before = current_revision(engine)
+            upgrade(engine)
+            after = current_revision(engine)
     finally:
         engine.dispose()
     if before == after:
@@ -133,24 +158,69 @@ def migrate(database_url: DatabaseUrl = None) -> None:
         typer.echo(f"{shown(url)} migrated from {before or 'an empty schema'} to {after}")
 
 
+class LogLevel(StrEnum):
+    """What a worker logs: ``debug`` shows every billing step."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+_DEFAULTS = Settings()
+
+
 @app.command()
 def worker(
     database_url: DatabaseUrl = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Run one pass and exit (cron, tests).")
+        bool,
+        typer.Option("--once", help="Run one pass, print what it did, and exit (cron, tests)."),
     ] = False,
-    tick: Annotated[float | None, typer.Option(help="Seconds between billing runs.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Subscriptions billed at once.")] = None,
-    batch: Annotated[int | None, typer.Option(help="Subscriptions claimed at a time.")] = None,
-    lease: Annotated[float | None, typer.Option(help="Seconds a claim lasts.")] = None,
+    tick: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between billing runs. Default: $BILLING_TICK_SECONDS, else "
+            f"{_DEFAULTS.tick_seconds:g}.",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Gateway calls made at once. Default: $BILLING_THREADS, else "
+            f"{_DEFAULTS.threads}.",
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Subscriptions claimed at a time. Default: $BILLING_BATCH_SIZE, else "
+            f"{_DEFAULTS.batch_size}.",
+        ),
+    ] = None,
+    lease: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a claim lasts. Default: $BILLING_LEASE_SECONDS, else "
+            f"{_DEFAULTS.lease_seconds:g}.",
+        ),
+    ] = None,
     handlers: Annotated[
         str | None,
         typer.Option(
-            help="module:attribute of a mapping from event names (or '*') to lists of "
-            "handlers, each called with every such event."
+            metavar="MODULE:ATTR",
+            help="A mapping from event names (or '*') to lists of handlers, each called with "
+            "every such event. Default: none, events wait in the outbox.",
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            metavar="LEVEL",
+            help="What to log on standard error: debug, info, warning or error.",
+            case_sensitive=False,
+        ),
+    ] = LogLevel.INFO,
     now: Annotated[
         str | None,
         typer.Option(
@@ -163,9 +233,13 @@ def worker(
 
     Run as many as you like, on as many machines: they coordinate through the database. Gateways
     come from the installed packages' `billing.gateways` entry points, configured by the
-    environment. SIGTERM or SIGINT stops a worker gracefully.
+    environment; the worker logs which it loaded, and warns about one whose credentials are
+    incomplete. SIGTERM or SIGINT stops a worker gracefully.
+
+    With --once it prints what it did, even when nothing was due, and exits 4 if a
+    subscription's work failed.
     """
-    configure_logging(log_level)
+    configure_logging(log_level.value)
     try:
         settings = Settings.from_env(
             database_url=database_url,
@@ -176,18 +250,65 @@ def worker(
         )
         registry = _load(handlers) if handlers else None
         clock = None if now is None else ManualClock(_instant("--now", now, once=once))
-        engine = open_engine(settings=settings, clock=clock)
     except (BillingError, ImportError, AttributeError) as exc:
-        _error(str(exc))
-        raise typer.Exit(code=2) from None
+        fail(ExitCode.USAGE, str(exc))
+    check_sqlite_file(settings.database_url, must_exist=True)
+    with database_errors(settings.database_url):
+        try:
+            engine = open_engine(settings=settings, clock=clock)
+        except ValueError as exc:  # an adapter's variable it cannot read
+            if isinstance(exc, BillingError):
+                raise
+            fail(ExitCode.USAGE, f"gateway configuration: {exc}")
     freeze_startup_objects()
     with engine:
         runner = Worker(engine, handlers=registry)
         if once:
-            report = runner.run_once()
+            started = time.monotonic()
+            with database_errors(settings.database_url):
+                report = runner.run_once()
+                next_at = engine.next_run_at()
+            _print_pass(engine, report, next_at, time.monotonic() - started)
             failed = len(report.billing.failed) + len(report.reconcile.failed)
-            raise typer.Exit(code=1 if failed else 0)
+            raise typer.Exit(code=ExitCode.BILLING if failed else ExitCode.OK)
         runner.run()
+
+
+def _print_pass(
+    engine: EngineApi, report: PassReport, next_at: datetime | None, seconds: float
+) -> None:
+    """What one worker pass did, on standard output, even when nothing was due."""
+    installed = sorted(entry.name for entry in entry_points(group="billing.gateways"))
+    loaded = sorted(engine.gateways)
+    skipped = [name for name in installed if name not in loaded]
+    gateways = ", ".join(loaded) or "none"
+    if skipped:
+        gateways += f" (not configured: {', '.join(skipped)})"
+    billing, reconcile = report.billing, report.reconcile
+    lines = [
+        f"worker pass on {shown(engine.settings.database_url)} at "
+        f"{instant(engine.clock.now())}, in {seconds:.1f} s",
+        f"gateways: {gateways}",
+        f"billing: {billing.claimed} subscription(s) due, {billing.steps} step(s), "
+        f"{billing.payments} payment(s), {billing.checks} check(s) of unsettled payments",
+        f"reconcile: {reconcile.checks} payment check(s), {reconcile.refund_checks} refund "
+        f"check(s), {reconcile.late_payment_checks} late-payment check(s)",
+        f"notifications processed: {report.notifications}",
+    ]
+    if report.dispatch.delivered or report.dispatch.failed:
+        lines.append(
+            f"events delivered: {report.dispatch.delivered}, failed: {report.dispatch.failed}"
+        )
+    if report.did_nothing:
+        lines.append("nothing was due")
+    failed = [*billing.failed, *reconcile.failed]
+    if failed:
+        lines.append(f"failed: {len(failed)} subscription(s): {', '.join(failed)} (see the log)")
+    contended = [*billing.contended, *reconcile.contended]
+    if contended:
+        lines.append(f"left to another worker: {len(contended)} subscription(s)")
+    lines.append(f"next work due at {instant(next_at)}" if next_at else "no work is scheduled")
+    typer.echo("\n".join(lines))
 
 
 def _instant(option: str, value: str, *, once: bool) -> datetime:
@@ -200,16 +321,16 @@ def _instant(option: str, value: str, *, once: bool) -> datetime:
     return _checks.aware(option, instant)
 
 
-def _error(message: str) -> None:
-    """One line on stderr, never wrapped, so a path or a field name stays whole."""
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}")
-
-
 def _load(spec: str) -> Handlers:
     module_name, _, attribute = spec.partition(":")
     if not attribute:
         raise ImportError(f"--handlers must look like module:attribute, got {spec!r}")
-    value = getattr(importlib.import_module(module_name), attribute)
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except ImportError as exc:
+        raise ImportError(f"--handlers: cannot import {module_name} ({exc})") from exc
+    except AttributeError:
+        raise AttributeError(f"--handlers: {module_name} has no {attribute!r}") from None
     if not isinstance(value, Mapping):
         raise AttributeError(f"{spec} must be a mapping of event names to handler lists")
     return value
@@ -243,7 +364,9 @@ def currencies_show(database_url: DatabaseUrl = None) -> None:
 
 @currencies_app.command("rescale")
 def currencies_rescale(
-    code: Annotated[str, typer.Argument(help="The currency to convert, such as COP.")],
+    code: Annotated[
+        str, typer.Argument(metavar="CODE", help="The currency to convert, such as COP.")
+    ],
     database_url: DatabaseUrl = None,
 ) -> None:
     """Convert every stored amount of a currency to this engine's exponent, in one transaction.
@@ -256,8 +379,7 @@ def currencies_rescale(
         try:
             done = currencies.rescale(engine, code.strip().upper())
         except BillingError as exc:
-            _error(str(exc))
-            raise typer.Exit(code=2) from None
+            fail(ExitCode.USAGE, str(exc))
     if done.stored == done.exponent:
         typer.echo(f"{done.code} is already stored with {done.exponent} decimals: nothing to do")
     else:
@@ -269,17 +391,15 @@ def currencies_rescale(
 
 @contextmanager
 def _database(url: str) -> Iterator[Engine]:
-    """A connection to a migrated database, or a message and exit 2."""
+    """A connection to a migrated database, or one line saying why not and exit 3."""
+    check_sqlite_file(url, must_exist=True)
+    engine = connect(url)
     try:
-        engine = connect(url)
-        if current_revision(engine) != head_revision():
-            engine.dispose()
-            raise SchemaNotReady(shown(url), current_revision(engine), head_revision())
-    except BillingError as exc:
-        _error(str(exc))
-        raise typer.Exit(code=2) from None
-    try:
-        yield engine
+        with database_errors(url):
+            found = current_revision(engine)
+            if found != head_revision():
+                raise SchemaNotReady(shown(url), found, head_revision())
+            yield engine
     finally:
         engine.dispose()
 
@@ -290,41 +410,108 @@ app.add_typer(scenario_app, name="scenario")
 
 @scenario_app.command("run")
 def scenario_run(
-    file: Annotated[Path, typer.Argument(help="A scenario file (YAML or JSON).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A scenario file (YAML or JSON).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON document.")
+    ] = False,
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", help="Run on this database instead of a temporary one."),
+        typer.Option(
+            "--database-url",
+            help="Run on this database, and keep it; it must hold no billing data yet. "
+            "Default: a temporary SQLite file.",
+        ),
     ] = None,
 ) -> None:
-    """Replay a scenario on the test clock and report every invoice, payment and balance.
+    """Replay a scenario on the test clock and tell what happened.
 
-    Exits 2 for a malformed file (naming the line and the field), 1 when the report differs from
-    the file's `expect` section.
+    The tables show every event in time order (plan changes, payments and declines, dunning,
+    cancellations, refunds, with their amounts), the invoices, what each subscription still
+    owes, and each customer's credit; --json prints the report instead. On a terminal, a long
+    run shows how far its clock has come.
+
+    Exit codes: 0 it ran and met its expectations; 1 the report differs from the file's
+    `expect`; 2 a malformed file (naming the line and the field); 3 the database cannot be used,
+    or already holds billing data; 4 the engine refused one of the file's steps.
     """
     logging.getLogger("billing").setLevel(logging.WARNING)
     logging.getLogger("adapters").setLevel(logging.ERROR)  # lost answers are the scenario's
     err = Console(stderr=True, soft_wrap=True)
     try:
         scenario = read_scenario(file)
-        report = run_scenario(scenario, database_url=database_url)
     except OSError as exc:
-        _error(f"{file}: {exc.strerror or exc}")
-        raise typer.Exit(code=2) from None
-    except (ScenarioError, BillingError) as exc:
-        _error(str(exc))
-        raise typer.Exit(code=2) from None
+        fail(ExitCode.USAGE, f"{file}: {exc.strerror or exc}")
+    with tempfile.TemporaryDirectory(prefix="billing-scenario-") as directory:
+        if database_url is None:
+            url = f"sqlite:///{Path(directory) / 'scenario.db'}"
+        else:
+            url = database_url
+            _require_empty(url)
+        report = _run(scenario, url, err)
+        events = [] if as_json else _events_of(url)
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        _print_report(report)
+        Console().print(render_scenario(report, scenario, events))
     failed = mismatches(report, scenario.expect) if scenario.expect else []
     for problem in failed:
         err.print(f"[red]unexpected:[/red] {escape(problem)}")
     if failed:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=ExitCode.DIFFERS)
     if scenario.expect and not as_json:
         Console().print("[green]all expectations met[/green]")
+
+
+def _run(scenario: Scenario, url: str, err: Console) -> dict[str, Any]:
+    """Run the scenario on ``url``, showing its progress on a terminal."""
+    progress = ScenarioProgress(url, scenario.start, scenario.until, err)
+    try:
+        with database_errors(url), progress.showing():
+            return run_scenario(scenario, database_url=url)
+    except BillingError as exc:  # a step the engine refused (a ScenarioError naming its line)
+        fail(cli_support.exit_code_for(exc), str(exc))
+
+
+def _events_of(url: str) -> list[Any]:
+    with reading(url) as engine:
+        return list(all_events(engine))
+
+
+def _require_empty(url: str) -> None:
+    """Refuse, saying why and what to do, a kept database that holds billing data already: a
+    scenario's invoice numbers and report are its own only on an empty database."""
+    check_sqlite_file(url, must_exist=False)
+    path = cli_support.sqlite_path(url)
+    if path is not None and not path.exists():
+        return
+    where = shown(url)
+    advice = (
+        "a scenario runs on an empty database, so that its invoice numbers and its report are "
+        "its own: run it on a new database (another SQLite file, or a new PostgreSQL "
+        "database), or leave out --database-url to use a temporary one"
+    )
+    engine = connect(url)
+    try:
+        with database_errors(url):
+            found = current_revision(engine)
+    finally:
+        engine.dispose()
+    if found is None:
+        return
+    if found != head_revision():
+        fail(ExitCode.DATABASE, f"the database {where} has billing tables already: {advice}")
+    with reading(url) as billing:
+        plans = [plan.code for plan in billing.plans()]
+        subscriptions = billing.subscriptions()
+    if plans or subscriptions:
+        held = f"{len(plans)} plan(s) ({', '.join(plans[:5])})" if plans else ""
+        if subscriptions:
+            held += f"{' and ' if held else ''}{len(subscriptions)} subscription(s)"
+        fail(
+            ExitCode.DATABASE,
+            f"the database {where} already holds {held}, from an earlier run? "
+            f"{advice[:1].upper()}{advice[1:]}",
+        )
 
 
 FAKE_GATEWAYS = "billing.fake_gateways"
@@ -363,29 +550,61 @@ def fake_gateways_serve(
     worker needs to charge through it, as shell lines to copy. The fakes' credentials come from
     their BILLING_<GATEWAY>_FAKE_... variables, else their defaults. Stop with Ctrl-C.
     """
-    from billing.testing.asgi import mounted, run  # starlette and uvicorn load only here
+    from billing.testing.asgi import DROP_HEADER, mounted, run  # uvicorn loads only here
 
     if not 0 <= port <= _MAX_PORT:
-        _error(f"--port: must be between 0 and {_MAX_PORT} (got {port})")
-        raise typer.Exit(code=2)
+        fail(ExitCode.USAGE, f"--port: must be between 0 and {_MAX_PORT} (got {port})")
     installed = {entry.name: entry for entry in entry_points(group=FAKE_GATEWAYS)}
     chosen = gateway or sorted(installed)
     unknown = [name for name in chosen if name not in installed]
     if unknown or not chosen:
         known = ", ".join(sorted(installed)) or "none"
-        _error(f"--gateway: must be one of {known} (got {unknown})")
-        raise typer.Exit(code=2)
+        fail(ExitCode.USAGE, f"--gateway: must be one of {known} (got {unknown})")
     apps = {name: installed[name].load()() for name in chosen}
     try:
         listener = _listen(host, port)
     except OSError as exc:
-        _error(_listen_error(host, port, exc))
-        raise typer.Exit(code=2) from None
+        fail(ExitCode.USAGE, _listen_error(host, port, exc))
     bound = int(listener.getsockname()[1])
     base = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
     variables = {name: _fake_worker_environment(installed[name], f"{base}/{name}") for name in apps}
     typer.echo(_banner(base, variables))  # echo flushes: a pipe reads it before any request
-    run(mounted(apps), listener)
+    run(AccessLog(mounted(apps), dropped=DROP_HEADER), listener)
+
+
+class AccessLog:
+    """ASGI middleware: one line on standard error per request served, once it is answered:
+    ``12:00:01 POST /qvo/transactions 201 3.2 ms`` (the path only: a query string may carry a
+    fake's credentials). A request whose answer a fault drops (its response carries the header
+    ``dropped``) says ``dropped``."""
+
+    def __init__(self, app: ASGIApp, *, dropped: str) -> None:
+        self.app = app
+        self.dropped = dropped.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = "-"
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                status = "dropped" if self.dropped in names else str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+            sys.stderr.write(
+                f"{stamp} {scope['method']} {scope['path']} {status} {elapsed:.1f} ms\n"
+            )
+            sys.stderr.flush()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -435,63 +654,6 @@ def _banner(base: str, variables: Mapping[str, Mapping[str, str]]) -> str:
         lines += [f"export {key}={shlex.quote(value)}" for key, value in environment.items()]
     lines.append("# Serving until Ctrl-C.")
     return "\n".join(lines)
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    console = Console()
-    console.print(f"[bold]{report['scenario']}[/bold]")
-    invoices = Table(title="Invoices")
-    for column in ("number", "subscription", "period", "status", "lines", "total"):
-        invoices.add_column(column, justify="right" if column == "total" else "left")
-    for invoice in report["invoices"]:
-        lines = "\n".join(f"{line['kind']} {line['amount']}" for line in invoice["lines"])
-        period = f"{(invoice['period_start'] or '')[:10]} to {(invoice['period_end'] or '')[:10]}"
-        total = f"{invoice['total']} {invoice['currency']}"
-        invoices.add_row(
-            invoice["number"], invoice["subscription"], period, invoice["status"], lines, total
-        )
-    console.print(invoices)
-    payments = Table(title="Payments")
-    for column in ("at", "invoice", "attempt", "amount", "status", "error"):
-        payments.add_column(column)
-    for payment in report["payments"]:
-        payments.add_row(
-            payment["at"][:16],
-            payment["invoice"],
-            str(payment["attempt"]),
-            f"{payment['amount']} {payment['currency']}",
-            payment["status"],
-            payment["error_code"] or "",
-        )
-    console.print(payments)
-    if report["refunds"]:
-        refunds = Table(title="Refunds")
-        for column in ("at", "invoice", "attempt", "amount", "status"):
-            refunds.add_column(column)
-        for refund in report["refunds"]:
-            refunds.add_row(
-                refund["at"][:16],
-                refund["invoice"],
-                str(refund["attempt"]),
-                f"{refund['amount']} {refund['currency']}",
-                refund["status"],
-            )
-        console.print(refunds)
-    subscriptions = Table(title="Subscriptions")
-    for column in ("ref", "plan", "status", "current period", "debt"):
-        subscriptions.add_column(column)
-    for sub in report["subscriptions"]:
-        start, end = sub["current_period_start"] or "", sub["current_period_end"] or ""
-        subscriptions.add_row(
-            sub["ref"], sub["plan"], sub["status"], f"{start[:10]} to {end[:10]}", sub["debt"]
-        )
-    console.print(subscriptions)
-    customers = Table(title="Customers")
-    for column in ("ref", "credit balance"):
-        customers.add_column(column)
-    for customer in report["customers"]:
-        customers.add_row(customer["ref"], f"{customer['credit_balance']} {customer['currency']}")
-    console.print(customers)
 
 
 @app.command()
@@ -561,15 +723,13 @@ def bench(
             options, progress=lambda line: err.print(line, style="dim", markup=False)
         )
     except BillingError as exc:
-        _error(str(exc))
-        raise typer.Exit(code=2) from None
+        fail(cli_support.exit_code_for(exc), str(exc))
     Console().print(benchmark.render(results))
     if json_path is not None:
         _writable(json_path, json.dumps(results, indent=2) + "\n")
     failed = benchmark.failures(results)
     if failed:
-        _error(f"{len(failed)} case(s) failed their checks: " + "; ".join(failed))
-        raise typer.Exit(code=1)
+        fail(ExitCode.DIFFERS, f"{len(failed)} case(s) failed their checks: " + "; ".join(failed))
 
 
 def _writable(path: Path, text: str | None = None) -> None:
@@ -581,8 +741,12 @@ def _writable(path: Path, text: str | None = None) -> None:
         if text is not None:
             path.write_text(text)
     except OSError as exc:
-        _error(f"{path}: {exc.strerror or exc}")
-        raise typer.Exit(code=2) from None
+        fail(ExitCode.USAGE, f"{path}: {exc.strerror or exc}")
+
+
+cli_inspect.register(app)  # billing subscriptions, invoices, payments, events: read-only
+demo.register(app, notifications_app=web.notifications_app)  # `billing demo`: docs/demo.md
+simulate.register(app)  # `billing simulate`: docs/simulate.md
 
 
 def main() -> None:

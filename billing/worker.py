@@ -51,6 +51,22 @@ class PassReport:
     notifications: int = 0
     """Notifications from the inbox processed."""
 
+    @property
+    def did_nothing(self) -> bool:
+        """Whether nothing was due: no subscription claimed, nothing checked or processed."""
+        billing, reconcile = self.billing, self.reconcile
+        return not (
+            billing.claimed
+            or billing.checks
+            or reconcile.claimed
+            or reconcile.checks
+            or reconcile.refund_checks
+            or reconcile.late_payment_checks
+            or self.notifications
+            or self.dispatch.delivered
+            or self.dispatch.failed
+        )
+
 
 class Worker:
     """Runs an engine's billing, reconciliation and event dispatch on a schedule."""
@@ -70,13 +86,31 @@ class Worker:
 
     def run_once(self) -> PassReport:
         """One pass: process waiting notifications, bill everything due, reconcile what is
-        unsettled, deliver events."""
+        unsettled, deliver events. Logs one ``worker.pass`` line, even when nothing was due."""
         notifications = self.notifications()
         report = PassReport(
             billing=self.billing(), reconcile=self.reconcile(), notifications=notifications
         )
         if self.handlers:
             report.dispatch = self.dispatch()
+        billing, reconcile = report.billing, report.reconcile
+        log.info(
+            "worker.pass worker=%s gateways=%s claimed=%s steps=%s payments=%s checks=%s "
+            "refund_checks=%s late_payment_checks=%s notifications=%s delivered=%s failed=%s "
+            "nothing_due=%s",
+            self.engine.worker,
+            ",".join(sorted(self.engine.gateways)) or "none",
+            billing.claimed,
+            billing.steps,
+            billing.payments,
+            billing.checks + reconcile.checks,
+            reconcile.refund_checks,
+            reconcile.late_payment_checks,
+            report.notifications,
+            report.dispatch.delivered,
+            len(billing.failed) + len(reconcile.failed),
+            report.did_nothing,
+        )
         return report
 
     def notifications(self) -> int:

@@ -41,6 +41,48 @@ def test_version_prints_the_package_version():
 
     result = billing("--version")
     assert result.stdout.strip() == f"billing {__version__}"
+    short = billing("-V")
+    assert short.returncode == 0
+    assert short.stdout == result.stdout
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_and_exit_3_from_the_console_script():
+    result = billing("subscriptions", "--database-url", "postgresql://nobody@127.0.0.1:1/x")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: cannot reach PostgreSQL at 127.0.0.1:1 (connection refused): is the server "
+        "running, and are the host and port of postgresql://nobody@127.0.0.1:1/x right?"
+    ]
+
+
+def test_worker_once_says_what_it_loaded_and_did_even_when_nothing_was_due(sqlite_url):
+    env = _clean_environment({"BILLING_QVO_BASE_URL": "http://127.0.0.1:9/qvo"})  # no token
+    result = subprocess.run(
+        [sys.executable, "-m", "billing", "worker", "--once", "--database-url", sqlite_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"worker pass on {sqlite_url} at ")
+    assert lines[1] == "gateways: none (not configured: fake, khipu, openpay, payvalida, qvo)"
+    assert "nothing was due" in lines
+    assert lines[-1] == "no work is scheduled"
+    # the log: the gateway whose credentials are incomplete, and no gateway at all, are warnings
+    warnings = [line for line in result.stderr.splitlines() if "level=warning" in line]
+    assert any(
+        "gateway.skipped gateway=qvo reason=missing_credentials set=BILLING_QVO_BASE_URL" in line
+        for line in warnings
+    ), result.stderr
+    assert any("gateway.none_configured" in line for line in warnings), result.stderr
+    assert "level=info logger=billing.bootstrap event=gateway.not_configured gateway=openpay" in (
+        result.stderr
+    )
+    assert "event=worker.pass" in result.stderr
+    assert "nothing_due=True" in result.stderr
 
 
 def test_calendar_shows_month_ends_from_an_anchor_on_the_31st():
@@ -53,14 +95,14 @@ def test_calendar_shows_month_ends_from_an_anchor_on_the_31st():
 def test_calendar_refuses_a_naive_anchor_with_a_clear_error():
     result = billing("calendar", "--anchor", "2026-01-31T12:00:00")
     assert result.returncode == 2
-    assert "anchor" in result.stdout
-    assert "timezone-aware" in result.stdout
+    assert "anchor" in result.stderr
+    assert "timezone-aware" in result.stderr
 
 
 def test_calendar_refuses_an_unknown_interval():
     result = billing("calendar", "--interval", "fortnight")
     assert result.returncode == 2
-    assert "interval" in result.stdout
+    assert "interval" in result.stderr
 
 
 def test_migrate_creates_the_schema_and_then_reports_it_up_to_date(tmp_path):
@@ -75,7 +117,7 @@ def test_migrate_creates_the_schema_and_then_reports_it_up_to_date(tmp_path):
 def test_migrate_refuses_an_unsupported_database_url():
     result = billing("migrate", "--database-url", "mysql://root@localhost/billing")
     assert result.returncode == 2
-    assert "database_url" in result.stdout
+    assert "database_url" in result.stderr
 
 
 SCENARIO = """\
@@ -274,7 +316,12 @@ def test_fake_gateways_serve_prints_what_a_worker_needs_once_the_port_is_bound(t
                 gateway.close()
         server.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn stops gracefully, then exits 130
         assert server.wait(timeout=20) == 128 + signal.SIGINT
-    assert "Traceback" not in log.read_text()
+    served = log.read_text()
+    assert "Traceback" not in served
+    # one access line per request: method, path, status, milliseconds
+    assert re.search(r"^\d\d:\d\d:\d\d GET /qvo/_fake/faults 200 \d+\.\d ms$", served, re.M)
+    assert re.search(r"GET /openpay/v1/mfromtheenvironment1 401 \d+\.\d ms$", served, re.M)
+    assert len(re.findall(r" ms$", served, re.M)) == 4, served  # the four requests above
 
 
 def test_fake_gateways_serve_one_gateway_shows_only_its_own(tmp_path):
