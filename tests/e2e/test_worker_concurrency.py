@@ -1,4 +1,4 @@
-"""Four worker processes over 800 due subscriptions: each is charged exactly once."""
+"""Four worker processes over 400 due subscriptions: each is charged exactly once."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from billing.domain.catalog import Plan
 from billing.store.tables import InvoiceRow, PaymentRow, SubscriptionRow
 from billing.testing import FakeGateway, serve
 
-SUBSCRIPTIONS = 800
+SUBSCRIPTIONS = 400
 CUSTOMERS = 100
 WORKERS = 4
 
 
 def _populate(database_url: str) -> datetime:
-    """800 subscriptions that started a minute after an instant a day ago: all due now.
+    """400 subscriptions that started a minute after an instant a day ago: all due now.
 
     The subscriptions are made by two processes at once (one per core), through the engine.
     """
@@ -56,7 +56,7 @@ def _subscribe(job: tuple[str, datetime, int, int, int]) -> None:
 
 
 @pytest.mark.slow
-def test_four_workers_charge_each_of_eight_hundred_subscriptions_exactly_once(database_url):
+def test_four_workers_charge_each_of_four_hundred_subscriptions_exactly_once(database_url):
     _populate(database_url)
     fake = FakeGateway()
     with serve(fake) as url:
