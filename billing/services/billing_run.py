@@ -122,7 +122,9 @@ def apply(
         collect.append(outcome.retry_invoice_id)
     tx.record(events)
     sends = [payment for invoice_id in collect for payment in open_attempt(ctx, tx, invoice_id, at)]
-    tx.refresh_next_run(subscription.id, subscription)  # the new attempts' checks count too
+    # the new attempts' checks count too, and an attempt that failed at once (no payment method)
+    # saved the subscription again, with its retry: read it back rather than use ``subscription``
+    tx.refresh_next_run(subscription.id)
     return saved, sends
 
 

@@ -29,7 +29,7 @@ from billing.domain.taxes import TaxRate
 from billing.engine import Engine
 from billing.store.tables import metadata
 from billing.testing import Behavior, FakeGateway
-from tests.integration.conftest import SCL, Billing
+from tests.integration.conftest import SCL, START, Billing
 
 MARCH = datetime(2026, 3, 1, 12, tzinfo=SCL)
 """A 31-day period from here: [Mar 1 12:00, Apr 1 12:00) -03, no DST change inside."""
@@ -560,3 +560,27 @@ def test_a_host_may_keep_the_credit_of_refunded_invoices(billing: Billing):
         balanced(engine)
     finally:
         engine.close()
+
+
+def test_a_first_charge_with_no_payment_method_schedules_its_retry_for_the_worker(
+    billing: Billing,
+):
+    """Credit lets a customer without a card subscribe; the first charge fails at once (no
+    payment method), and its retry must be when the engine next has work, or no worker runs it."""
+    retry = RetryPolicy.of([3, 1, 15])
+    billing.engine.create_plan(
+        Plan.of(code="m", name="M", price="10000", currency="CLP", retry=retry)
+    )
+    billing.engine.create_customer(customer_id="c1", timezone="America/Santiago")
+    billing.engine.grant_credit("c1", Money.of("1000", "CLP"))
+
+    subscription = billing.engine.subscribe("c1", "m")
+
+    assert subscription.status is SubscriptionStatus.PAST_DUE
+    assert subscription.due_at == START + timedelta(days=3)
+    assert billing.engine.next_run_at() == subscription.due_at
+    billing.engine.add_payment_method("c1", gateway="fake", token="tok_c1")
+    billing.run_until(START + timedelta(days=3, hours=1))
+    [invoice] = billing.engine.invoices(subscription_id=subscription.id)
+    assert invoice.status is InvoiceStatus.PAID, "the worker retried it on time"
+    balanced(billing.engine)
