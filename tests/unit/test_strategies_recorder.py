@@ -1,0 +1,104 @@
+"""The scenario recorder (billing.testing.recorder): what a history did, written as a scenario
+file that billing.scenarios reads, with what the format cannot say marked as comments."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+from billing.domain.catalog import Plan
+from billing.domain.dunning import RetryPolicy
+from billing.domain.exchange import ExchangeRate
+from billing.domain.taxes import TaxRate
+from billing.scenarios import load_scenario
+from billing.testing.recorder import DIFFERS, ScenarioRecorder
+
+START = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)
+
+
+def _recorded() -> ScenarioRecorder:
+    recorder = ScenarioRecorder("recorded", START, proration="day")
+    recorder.add_plan(Plan.of(code="oro", name="Oro", price="15000", currency="CLP"))
+    recorder.add_plan(Plan.of(code="plata", name="Plata", price="9000", currency="CLP"))
+    recorder.add_plan(Plan.of(code="uf", name="UF", price="0.5", currency="CLF"))
+    recorder.add_rates(
+        ExchangeRate.of(date(2026, 1, 1) + timedelta(days=n), "CLF", "CLP", "39000")
+        for n in range(90)
+    )
+    recorder.add_customer("c1", "America/Santiago", payment="decline_soft")
+    recorder.add_customer("c2", "America/Bogota", note="approximately: it had no card")
+    tax = TaxRate.of("IVA", "19", inclusive=True, rounding="per_line", mode="half_even")
+    recorder.add_subscription("s1", "c1", "oro", start=START, tax=tax, cycles=3, prorate=False)
+    later = START + timedelta(days=40)
+    recorder.add_subscription("s2", "c2", "uf", start=later)  # after the end: left out
+    at = START + timedelta(days=3)
+    recorder.add_event(
+        at, "change_plan", {"subscription": "s1", "plan": "plata", "behavior": "none"}
+    )
+    recorder.add_omitted(at, "a reconciliation")
+    recorder.add_event(at, "cancel", {"subscription": "s2", "at_period_end": True})
+    recorder.add_event(at, "grant_credit", {"customer": "c1", "amount": "500"}, currency="MXN")
+    recorder.add_event(at, "refund", {"invoice": "INV-000001"}, note="the answer was lost")
+    recorder.note("final_debt: write_off (a scenario runs with invoice)")
+    return recorder
+
+
+def test_a_recorded_history_reads_back_as_a_scenario():
+    text = _recorded().text(START + timedelta(days=10), header=["Replay it."])
+    scenario = load_scenario(text)
+    assert scenario.proration.value == "day"
+    assert [plan.code for plan in scenario.plans] == ["oro", "plata"]  # the ones used
+    assert scenario.exchange_rates == ()  # no plan in use needs them
+    [s1] = scenario.subscriptions
+    assert (s1.ref, s1.cycles, s1.prorate, s1.tax) == (
+        "s1",
+        3,
+        False,
+        TaxRate.of("IVA", "19", inclusive=True, rounding="per_line", mode="half_even"),
+    )
+    assert [event.action for event in scenario.events] == ["change_plan", "grant_credit", "refund"]
+    assert [customer.payment for customer in scenario.customers] == ["decline_soft", "approve"]
+
+
+def test_what_the_format_cannot_say_is_marked_in_comments():
+    recorder = _recorded()
+    text = recorder.text(START + timedelta(days=10), header=["Replay it."])
+    assert text.startswith("# Replay it.\n")
+    assert "#   - final_debt: write_off (a scenario runs with invoice)" in text
+    assert "# approximately: it had no card" in text
+    assert "# not replayed: a reconciliation" in text
+    assert "# left out: s2, to start at 2026-03-12T15:00:00+00:00" in text
+    assert "# left out: cancel of s2, which never started" in text
+    assert "# approximately: granted in MXN; a scenario grants it in CLP" in text
+    assert "# approximately: the answer was lost" in text
+    assert DIFFERS in text
+
+
+def test_rates_are_written_for_the_plans_that_need_them_around_the_history():
+    recorder = _recorded()
+    document = recorder.document(START + timedelta(days=50))  # s2, on the UF plan, started
+    dates = [rate["date"] for rate in document["exchange_rates"]]
+    assert dates[0] == "2026-01-28"  # the latest one before the margin, then each day
+    assert dates[-1] == (START + timedelta(days=52)).date().isoformat()
+    scenario = load_scenario(recorder.text(START + timedelta(days=50)))
+    assert [s.ref for s in scenario.subscriptions] == ["s1", "s2"]
+
+
+def test_a_history_that_ended_at_its_start_still_has_an_end_after_it():
+    recorder = ScenarioRecorder("empty", START)
+    recorder.add_plan(Plan.of(code="oro", name="Oro", price="1", currency="CLP"))
+    text = recorder.text(START)
+    scenario = load_scenario(text)
+    assert scenario.until > scenario.start
+    assert DIFFERS not in text
+
+
+def test_a_retry_delay_of_part_of_a_day_is_rounded_up_and_noted():
+    policy = RetryPolicy(delays=(timedelta(hours=12),), max_attempts=2)
+    plan = replace(Plan.of(code="p", name="P", price="5", currency="CLP"), retry_policy=policy)
+    recorder = ScenarioRecorder("retry", START)
+    recorder.add_plan(plan)
+    text = recorder.text(START + timedelta(days=1))
+    assert "# approximately: p's retry delays are not whole days; rounded up" in text
+    [read] = load_scenario(text).plans
+    assert read.retry_policy.delays == (timedelta(days=1),)
