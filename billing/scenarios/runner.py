@@ -67,13 +67,26 @@ def advance(
         if stop is None or stop > until:
             break
         clock.set(max(stop, clock.now()))
-        engine.run_due()
+        _run_due(engine)
         if payers is not None:
             payers.settle()
     clock.set(until)
-    engine.run_due()
+    _run_due(engine)
     if payers is not None:
         payers.settle()
+
+
+def _run_due(engine: Engine) -> None:
+    """Bill what is due now; work that cannot be done (a UF plan billed before its first
+    exchange rate, say) stays due forever, so the replay stops there with an error."""
+    report = engine.run_due()
+    if report.failed:
+        subscriptions = ", ".join(sorted(set(report.failed)))
+        raise BillingError(
+            f"the work due at {engine.clock.now().isoformat()} for {subscriptions} cannot be "
+            "done (the log says why: a UF plan billed before its first exchange rate, say); "
+            "the scenario cannot go on"
+        )
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from billing.cli import app
+from billing.domain.errors import BillingError
 from billing.scenarios import (
     ScenarioError,
     load_scenario,
@@ -96,3 +97,26 @@ def test_a_link_cannot_be_scripted_to_decline_for_good():
         run_scenario(load_scenario(text, source="links.yaml"))
     assert (refused.value.line, refused.value.field) == (7, "customers")
     assert "links never hard-decline" in str(refused.value)
+
+
+def test_work_that_cannot_be_done_stops_the_replay_with_an_error(tmp_path: Path):
+    """A UF plan whose subscription starts before the first exchange rate cannot be billed: the
+    work stays due, and the replay says so instead of looping forever."""
+    path = tmp_path / "stuck.yaml"
+    path.write_text(
+        """
+name: a UF plan billed before its first rate
+start: "2026-01-31T12:00:00-03:00"
+until: "2026-03-31T12:00:00-03:00"
+exchange_rates:
+  - {date: "2026-03-01", from: CLF, to: CLP, rate: "39000"}
+plans:
+  - {code: uf, name: UF, price: "0.5", currency: CLF, charge_currency: CLP}
+customers:
+  - {ref: c1, timezone: America/Santiago}
+subscriptions:
+  - {ref: s1, customer: c1, plan: uf, start: "2026-02-10T12:00:00-03:00"}
+"""
+    )
+    with pytest.raises(BillingError, match="cannot be done"):
+        run_scenario(read_scenario(path))
