@@ -32,6 +32,9 @@ from billing.testing import FakeGateway, serve
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.e2e.handlers_for_test:HANDLERS"
 KEY = re.compile(r"(?:^| )([a-z_]+)=")
+STOP_WITHIN = 60
+"""Seconds a worker may take to stop after SIGTERM: its round finishes in about three, but CI's
+machine may be busy (a stop that hangs still fails)."""
 
 
 def token(customer: str) -> str:
@@ -202,8 +205,8 @@ def test_sigterm_with_charges_in_flight_finishes_them_releases_the_rest_and_exit
         assert in_flight  # written, sent, not answered yet
         worker.process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        assert worker.wait(timeout=15) == 0, worker.err()
-        assert time.monotonic() - sent < 15
+        assert worker.wait(timeout=STOP_WITHIN) == 0, worker.err()
+        assert time.monotonic() - sent < STOP_WITHIN
         assert "worker.stopped" in worker.err()
 
         calls = fake.calls
@@ -285,7 +288,7 @@ def test_a_worker_with_handlers_delivers_every_event_in_order_per_stream(harness
 
         wait_until(all_delivered, 30, "every subscription is paid and every event delivered")
         worker.process.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=15) == 0, worker.err()
+        assert worker.wait(timeout=STOP_WITHIN) == 0, worker.err()
 
     stored = events(db)
     lines = handled(file)
@@ -366,7 +369,7 @@ def test_the_worker_logs_structured_lines_without_tokens_or_the_database_passwor
             "every subscription's first charge is answered and a handler failed",
         )
         worker.process.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=15) == 0, worker.err()
+        assert worker.wait(timeout=STOP_WITHIN) == 0, worker.err()
         late = datetime.now(UTC) - timedelta(hours=1)  # one more due subscription for --once
         with open_engine(
             harness.database_url, clock=ManualClock(late), gateways=[FakeGateway()]
