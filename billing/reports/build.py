@@ -231,25 +231,22 @@ class _Reader:
         )
 
     def captured(self) -> list[dict[str, int]]:
-        payments = self.tables["payments"]
-        at = func.coalesce(payments.c.updated_at, payments.c.created_at)
-        month = self._month(at)
-        return self._by_month(
-            select(month, payments.c.currency, func.sum(payments.c.amount_minor))
-            .where(payments.c.status == "succeeded")
-            .where(self._in_window(at))
-            .group_by(month, payments.c.currency)
-        )
+        return self._succeeded_by_month("payments")
 
     def refunded(self) -> list[dict[str, int]]:
-        refunds = self.tables["refunds"]
-        at = func.coalesce(refunds.c.updated_at, refunds.c.created_at)
+        return self._succeeded_by_month("refunds")
+
+    def _succeeded_by_month(self, name: str) -> list[dict[str, int]]:
+        """The amounts of a table's succeeded rows (payments, refunds) by the month they
+        settled in, per currency."""
+        table = self.tables[name]
+        at = func.coalesce(table.c.updated_at, table.c.created_at)
         month = self._month(at)
         return self._by_month(
-            select(month, refunds.c.currency, func.sum(refunds.c.amount_minor))
-            .where(refunds.c.status == "succeeded")
+            select(month, table.c.currency, func.sum(table.c.amount_minor))
+            .where(table.c.status == "succeeded")
             .where(self._in_window(at))
-            .group_by(month, refunds.c.currency)
+            .group_by(month, table.c.currency)
         )
 
     def plans(self) -> dict[str, _Plan]:

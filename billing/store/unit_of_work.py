@@ -348,24 +348,23 @@ class Tx:
     def add_notification(self, row: NotificationRow) -> None:
         """Record a notification; :class:`AlreadyExists` when it was recorded before (the
         transaction is then spoilt: roll it back)."""
-        if self.notification_seen(row.gateway, row.event_id):
-            raise AlreadyExists("notification", row.event_id)
-        self.session.add(row)
-        try:
-            self.session.flush()
-        except IntegrityError as exc:  # the same notification, recorded concurrently
-            raise AlreadyExists("notification", row.event_id) from exc
+        self._add_once(row, row.event_id, self.notification_seen(row.gateway, row.event_id))
 
     def add_to_inbox(self, row: InboxRow) -> None:
         """Keep a notification as it arrived; :class:`AlreadyExists` when that body was kept
         before (the transaction is then spoilt: roll it back)."""
-        if self.inbox_row_for(row.gateway, row.digest) is not None:
-            raise AlreadyExists("notification", row.digest)
+        self._add_once(row, row.digest, self.inbox_row_for(row.gateway, row.digest) is not None)
+
+    def _add_once(self, row: NotificationRow | InboxRow, key: str, seen: bool) -> None:
+        """Insert a notification's row unless ``seen``; :class:`AlreadyExists` when it was there
+        already, or is inserted concurrently (its unique key refuses the second)."""
+        if seen:
+            raise AlreadyExists("notification", key)
         self.session.add(row)
         try:
             self.session.flush()
-        except IntegrityError as exc:  # the same body, received concurrently
-            raise AlreadyExists("notification", row.digest) from exc
+        except IntegrityError as exc:
+            raise AlreadyExists("notification", key) from exc
 
     def inbox_row(self, inbox_id: str) -> InboxRow:
         row = self.session.get(InboxRow, inbox_id)
