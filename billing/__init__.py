@@ -82,6 +82,8 @@ from billing.services.audit import Books as Books
 from billing.services.audit import Finding as Finding
 from billing.services.notifications import NotificationReceipt as NotificationReceipt
 from billing.services.notifications import NotificationStatus as NotificationStatus
+from billing.services.sign_ups import SignUp as SignUp
+from billing.services.sign_ups import SignUpReport as SignUpReport
 
 __all__ = [
     "AfterRetries",
@@ -153,6 +155,8 @@ __all__ = [
     "RetryPolicy",
     "Rounding",
     "SchemaNotReady",
+    "SignUp",
+    "SignUpReport",
     "StorageError",
     "Subscription",
     "SubscriptionStatus",

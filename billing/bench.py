@@ -82,6 +82,7 @@ from billing.domain.subscriptions import Subscription, SubscriptionStatus
 from billing.domain.taxes import TaxRate
 from billing.engine import Engine as BillingEngine
 from billing.services.billing_run import RunReport
+from billing.services.sign_ups import SignUp
 from billing.store import mapping
 from billing.store.batch import bulk_insert
 from billing.store.database import connect, normalize_url, shown, upgrade
@@ -111,6 +112,8 @@ LIMIT_BATCH = 1_000
 """Renewals written per transaction by the ``limit`` case."""
 SEED_CHUNK = 5_000
 """Rows per ``executemany`` when seeding."""
+BULK_CHUNK = 1_000
+"""Sign-ups per ``sign_up_many`` call in the ``bulk`` case."""
 
 Progress = Callable[[str], None]
 
@@ -692,7 +695,7 @@ def _run_workers(
     env.update(BILLING_DATABASE_URL=url, **gateway)
     if case.batch is not None and case.threads is not None:
         env.update(BILLING_BATCH_SIZE=str(case.batch), BILLING_THREADS=str(case.threads))
-    role = "api" if case.kind == "api" else "worker"
+    role = case.kind if case.kind in _SIGN_UPS else "worker"
     command = [sys.executable, "-m", "billing.bench", role, DUE.isoformat(), str(case.size)]
     logs = [scratch / f"worker-{uuid.uuid4().hex[:8]}.log" for _ in range(case.workers)]
     processes: list[subprocess.Popen[str]] = []
@@ -753,8 +756,8 @@ def _worker_main(argv: Sequence[str]) -> int:
     import resource
 
     configure_logging("warning")
-    if len(argv) != 3 or argv[0] not in ("worker", "api"):
-        print("usage: python -m billing.bench worker|api INSTANT N", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in ("worker", *_SIGN_UPS):
+        print("usage: python -m billing.bench worker|api|bulk INSTANT N", file=sys.stderr)
         return 2
     gateway = from_environment(os.environ)
     if gateway is None:
@@ -768,8 +771,8 @@ def _worker_main(argv: Sequence[str]) -> int:
         if sys.stdin.readline().strip() != "go":
             return 2
         started = time.time()
-        if argv[0] == "api":
-            _subscribe_customers(engine, gateway.name, int(argv[2]))
+        if argv[0] in _SIGN_UPS:
+            _SIGN_UPS[argv[0]](engine, gateway.name, int(argv[2]))
             report = RunReport()
         else:
             report = worker.billing()
@@ -810,6 +813,32 @@ def _subscribe_customers(engine: BillingEngine, gateway: str, size: int) -> None
         engine.subscribe(customer.id, PLAN.code, tax=TAX, idempotency_key=f"subscribe-{index}")
 
 
+def _sign_up_customers(engine: BillingEngine, gateway: str, size: int) -> None:
+    """The same sign-ups as :func:`_subscribe_customers`, made with ``sign_up_many``, a
+    thousand at a time."""
+    for first in range(0, size, BULK_CHUNK):
+        engine.sign_up_many(
+            [
+                SignUp(
+                    customer_id=f"cus_bulk_{index:08d}",
+                    timezone=TIMEZONES[index % len(TIMEZONES)].key,
+                    gateway=gateway,
+                    token="tok_bench",
+                    plan=PLAN.code,
+                    tax=TAX,
+                )
+                for index in range(first, min(first + BULK_CHUNK, size))
+            ]
+        )
+
+
+_SIGN_UPS: dict[str, Callable[[BillingEngine, str, int], None]] = {
+    "api": _subscribe_customers,
+    "bulk": _sign_up_customers,
+}
+"""The cases that sign customers up rather than renew them, and what each does."""
+
+
 def _say(message: Mapping[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
@@ -820,7 +849,7 @@ def _say(message: Mapping[str, Any]) -> None:
 @dataclass(frozen=True, slots=True)
 class _Case:
     kind: str
-    """``limit``, ``baseline``, ``engine``, ``memory`` or ``api``."""
+    """``limit``, ``baseline``, ``engine``, ``memory``, ``api`` or ``bulk``."""
     gateway: str
     """``none`` (limit), ``in-process`` or ``http``."""
     size: int
@@ -840,6 +869,7 @@ def _cases(options: Options) -> list[_Case]:
         cases.append(_Case("engine", "in-process", options.size, 1, batch, threads))
     cases.append(_Case("memory", "in-process", max(1, options.size // 4), 1, batch, threads))
     cases.append(_Case("api", "in-process", options.api, 1))
+    cases.append(_Case("bulk", "in-process", options.size, 1))
     if options.http:
         http_threads = options.engine_http_threads
         cases.append(_Case("baseline", "http", options.http_baseline, 1, 1, 1))
@@ -874,7 +904,7 @@ def _measure(
     }
     with databases.fresh() as url:
         seeding = time.perf_counter()
-        seed(url, 0 if case.kind == "api" else case.size)
+        seed(url, 0 if case.kind in _SIGN_UPS else case.size)
         result["seed_seconds"] = round(time.perf_counter() - seeding, 3)
         runs: list[dict[str, Any]] = []
         try:
@@ -895,7 +925,7 @@ def _measure(
         if runs:
             seconds = max(run["ended"] for run in runs) - min(run["started"] for run in runs)
         failed = sum(int(run["report"]["failed"]) for run in runs)
-        if case.kind == "api":
+        if case.kind in _SIGN_UPS:
             checks, problem = verify_api(url, case.size, charges or 0)
         else:
             checks, problem = verify(url, case.size, charges, failed)
@@ -937,10 +967,14 @@ def _derive(cases: list[dict[str, Any]]) -> None:
             None,
         )
         rate = case.get("renewals_per_second") if case["ok"] else None
-        renewals = case["case"] not in ("limit", "api")  # sign-ups are another kind of work
+        if case["case"] == "bulk":  # sign-ups: the baseline is the API's one at a time
+            baseline = next((c["renewals_per_second"] for c in same if c["case"] == "api"), None)
+        renewals = case["case"] not in ("limit", *_SIGN_UPS)  # sign-ups are another kind of work
         case["fraction_of_limit"] = round(rate / limit, 4) if rate and limit and renewals else None
         case["speedup_over_baseline"] = (
-            round(rate / baseline, 2) if rate and baseline and renewals else None
+            round(rate / baseline, 2)
+            if rate and baseline and (renewals or case["case"] == "bulk")
+            else None
         )
 
 
@@ -1051,6 +1085,8 @@ def _describe(case: _Case) -> str:
         return f"limit, N={case.size}"
     if case.kind == "api":
         return f"api: customer, card and subscription per call of a host, N={case.size}"
+    if case.kind == "bulk":
+        return f"bulk: the same sign-ups with sign_up_many, {BULK_CHUNK} a call, N={case.size}"
     gateway = "HTTP fake" if case.gateway == "http" else "in-process fake"
     return (
         f"{case.kind}, {case.workers} worker(s), batch {case.batch} x {case.threads} threads, "
@@ -1062,7 +1098,7 @@ def _outcome(case: Mapping[str, Any]) -> str:
     if case["seconds"] is None:
         return f"failed: {case['problem']}"
     verdict = "ok" if case["ok"] else f"FAILED: {case['problem']}"
-    unit = "subscriptions" if case["case"] == "api" else "renewals"
+    unit = "subscriptions" if case["case"] in _SIGN_UPS else "renewals"
     return f"{case['seconds']:.2f} s, {case['renewals_per_second']} {unit}/s, {verdict}"
 
 
@@ -1090,6 +1126,7 @@ _NAMES = {
     "engine": "engine",
     "memory": "engine, N/4",
     "api": "API sign-ups",
+    "bulk": "bulk sign-ups",
 }
 _DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 

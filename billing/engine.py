@@ -28,6 +28,7 @@ from billing.domain.subscriptions import Subscription, pause, resume
 from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
 from billing.services import customers, notifications, payment_methods, refunds, subscriptions
+from billing.services import sign_ups as sign_ups_service
 from billing.services.audit import AuditReport, audit
 from billing.services.batch_run import run_due
 from billing.services.billing_run import RunReport, check_late_payments
@@ -35,6 +36,7 @@ from billing.services.context import Context, log, once
 from billing.services.dispatch import DispatchReport, Handlers, dispatch
 from billing.services.hooks import Hooks
 from billing.services.notifications import NotificationReceipt
+from billing.services.sign_ups import SignUp, SignUpReport
 from billing.store import mapping
 from billing.store.unit_of_work import Store, StoredEvent
 
@@ -366,6 +368,19 @@ class Engine:
                 prorate=prorate,
             ),
         )
+
+    def sign_up_many(self, sign_ups: Sequence[SignUp]) -> SignUpReport:
+        """Create many customers, each with a card and a subscription, at once: the bulk form
+        of :meth:`create_customer`, :meth:`add_payment_method` and :meth:`subscribe` (an
+        import, a launch), written with bulk statements and billed by the batched run.
+
+        Every sign-up is checked first: one that breaks a rule, or an id that exists, refuses
+        the whole call (``sign_ups[3].plan: ...``) before the gateways are called. Then the
+        customers are registered and the cards stored at the gateways, every row is written in
+        one transaction, and the first periods due now are billed. Ids make a retry safe: a
+        call that wrote is refused if made again. See :mod:`billing.services.sign_ups`.
+        """
+        return sign_ups_service.sign_up_many(self._ctx, sign_ups)
 
     def preview_change(
         self,

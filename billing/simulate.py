@@ -7,8 +7,9 @@ with a :class:`~billing.clock.ManualClock` and the in-process
 1. creates the plans of :data:`CATALOG`: Chilean pesos monthly and yearly, a UF plan charged in
    pesos (with a daily UF series in :class:`~billing.domain.exchange.TableExchangeRates`),
    Mexican and Colombian pesos, each with its country's VAT;
-2. signs up ``subscriptions`` customers through the API (customer, card, subscription), each on a
-   plan drawn from the mix, starting at an instant spread over the first month;
+2. signs up ``subscriptions`` customers through the API (:meth:`~billing.Engine.sign_up_many`:
+   customer, card, subscription), each on a plan drawn from the mix, starting at an instant
+   spread over the first month;
 3. moves the clock a day at a time to the end of ``months`` UTC months, calling
    :meth:`~billing.Engine.run_due` (the batched billing run) at every step. At each month's
    start every customer's card may start declining (``decline_rate``), as a decline
@@ -65,6 +66,7 @@ from billing.domain.taxes import TaxRate
 from billing.engine import Engine
 from billing.reports import Report, build_report, print_report, write_report
 from billing.services.audit import AuditReport
+from billing.services.sign_ups import SignUp
 from billing.store.tables import metadata
 from billing.testing.fake_gateway import Behavior, FakeGateway
 
@@ -148,6 +150,8 @@ CARD_UPDATE_RATE = 0.5
 CANCEL_NOW_SHARE = 0.25
 """The share of cancellations made at once; the rest cancel at the end of the period."""
 
+SIGN_UPS_AT_ONCE = 1000
+"""Customers signed up per :meth:`~billing.Engine.sign_up_many` call."""
 MAX_SUBSCRIPTIONS = 1_000_000
 MAX_MONTHS = 120
 
@@ -490,25 +494,24 @@ class _Run:
                 offset = draw.randrange(60, int(first_month))
                 self.members.append(_Member(index, plan, START + timedelta(seconds=offset)))
             self._start_month(0)
-            for done, member in enumerate(self.members, start=1):
-                zone, tax = _COUNTRY[PLANS[member.plan].currency]
-                self.engine.create_customer(
-                    customer_id=member.customer,
-                    timezone=zone,
-                    metadata={"name": f"Customer {member.index}"},
-                )
-                self.engine.add_payment_method(
-                    member.customer, gateway=self.fake.name, token=f"tok_{member.index}"
-                )
-                self.engine.subscribe(
-                    member.customer,
-                    member.plan,
-                    subscription_id=member.subscription,
-                    start=member.start,
-                    tax=tax,
-                )
-                if done % 100 == 0 or done == len(self.members):
-                    self.progress("signing up", done, len(self.members))
+            for first in range(0, len(self.members), SIGN_UPS_AT_ONCE):
+                chunk = self.members[first : first + SIGN_UPS_AT_ONCE]
+                self.engine.sign_up_many([self._sign_up(member) for member in chunk])
+                self.progress("signing up", first + len(chunk), len(self.members))
+
+    def _sign_up(self, member: _Member) -> SignUp:
+        zone, tax = _COUNTRY[PLANS[member.plan].currency]
+        return SignUp(
+            customer_id=member.customer,
+            timezone=zone,
+            metadata={"name": f"Customer {member.index}"},
+            gateway=self.fake.name,
+            token=f"tok_{member.index}",
+            plan=member.plan,
+            subscription_id=member.subscription,
+            start=member.start,
+            tax=tax,
+        )
 
     def _start_month(self, month: int) -> None:
         """Script this month's failing cards, and draw the month's cancellations and plan

@@ -38,12 +38,19 @@ def _period(start: datetime | None, end: datetime | None) -> Period | None:
 
 
 def customer_row(customer: Customer, created_at: datetime) -> CustomerRow:
-    return CustomerRow(
-        id=customer.id,
-        timezone=customer.timezone.key,
-        attributes=dict(customer.metadata),
-        created_at=created_at,
-    )
+    fields = customer_fields(customer, created_at)
+    attributes = fields.pop("metadata")
+    return CustomerRow(**fields, attributes=attributes)
+
+
+def customer_fields(customer: Customer, created_at: datetime) -> dict[str, Any]:
+    """The columns of a customer's row, by column name."""
+    return {
+        "id": customer.id,
+        "timezone": customer.timezone.key,
+        "metadata": dict(customer.metadata),
+        "created_at": created_at,
+    }
 
 
 def customer(row: CustomerRow) -> Customer:
@@ -55,15 +62,20 @@ def customer(row: CustomerRow) -> Customer:
 
 
 def payment_method_row(method: PaymentMethod) -> PaymentMethodRow:
-    return PaymentMethodRow(
-        id=method.id,
-        customer_id=method.customer_id,
-        gateway=method.gateway,
-        token=method.token,
-        label=method.label,
-        is_default=method.is_default,
-        created_at=method.created_at,
-    )
+    return PaymentMethodRow(**payment_method_fields(method))
+
+
+def payment_method_fields(method: PaymentMethod) -> dict[str, Any]:
+    """The columns of a payment method's row (the rest keep their defaults)."""
+    return {
+        "id": method.id,
+        "customer_id": method.customer_id,
+        "gateway": method.gateway,
+        "token": method.token,
+        "label": method.label,
+        "is_default": method.is_default,
+        "created_at": method.created_at,
+    }
 
 
 def plan_row(plan: Plan, created_at: datetime) -> PlanRow:

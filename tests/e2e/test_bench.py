@@ -18,6 +18,7 @@ KINDS = [
     ("engine", "in-process", 1),
     ("memory", "in-process", 1),
     ("api", "in-process", 1),
+    ("bulk", "in-process", 1),
     ("baseline", "http", 1),
     ("engine", "http", 1),
 ]
@@ -69,6 +70,12 @@ def test_bench_times_and_checks_every_case_on_sqlite_and_postgresql(postgres_ser
             if case["case"] == "api":  # new subscriptions, each paid at once
                 assert checks == {"active": 8, "paid": 8, "charges": 8}
                 assert case["fraction_of_limit"] is case["speedup_over_baseline"] is None
+                continue
+            if case["case"] == "bulk":  # the same, with sign_up_many: a speed-up over the API's
+                size = case["size"]
+                assert checks == {"active": size, "paid": size, "charges": size}
+                assert case["fraction_of_limit"] is None
+                assert case["speedup_over_baseline"] > 0
                 continue
             assert checks["renewal_invoices"] == checks["paid"] == case["size"]
             assert checks["left_due"] == checks["failed"] == 0
