@@ -12,6 +12,8 @@ check of an unsettled payment, so each subscription's history is still made in t
 * Then the attempts go to their gateways, up to ``threads`` calls at once, never after the
   claim's lease; their answers are recorded together, in one more batch transaction.
 * Checks of unsettled payments (rare) are reconciled one by one, as before.
+* A subscription whose step left it nothing due by the run's instant (what the transactions
+  that wrote it computed as its next run) is done: only the others go on to another round.
 
 A subscription whose step raises is set aside and worked on alone, which reports it as failed
 or contended, and the round is done again for the rest; a batch whose write fails (another
@@ -166,7 +168,10 @@ def _round(
                 finished.add(subscription_id)
     if sends and tx is not None:
         sends = [(replace(p, request=tx.resolve(p.request)), at) for p, at in sends]
-        finished.update(_send_all(ctx, sends, deadline, report, pool, tx))
+        failed, tx = _send_all(ctx, sends, deadline, report, pool, tx)
+        finished.update(failed)
+    if tx is not None:  # a step that left nothing due by now needs no other round to learn it
+        finished.update(sid for sid in steps if not tx.has_work(sid, now))
     working = {*steps, *(sid for sid, _, _ in checks)}
     return [sid for sid in active if sid in working and sid not in finished]
 
@@ -219,10 +224,10 @@ def _send_all(
     report: RunReport,
     pool: Executor,
     written: BatchTx,
-) -> set[str]:
+) -> tuple[set[str], BatchTx]:
     """Send attempts, concurrently, and record their answers together; follow-up attempts
     (a reactivation billing the rest of a period) go out the same way. Returns subscriptions
-    whose answers could not be recorded."""
+    whose answers could not be recorded, and the last transaction that recorded answers."""
     failed: set[str] = set()
     while sends:
         answers = _map(pool, lambda send: _call(ctx, send[0], deadline), sends)
@@ -236,7 +241,7 @@ def _send_all(
                 answered.append((pending, at, result))
         report.count("payments", len(answered))
         sends, written = _record_all(ctx, answered, report, failed, written)
-    return failed
+    return failed, written
 
 
 def _call(

@@ -150,7 +150,32 @@ class BatchTx(Tx):
             self._read[row.id] = self._subscriptions[row.id]
             self._unsettled.setdefault(row.id, [])
         self.load_customers({row.customer_id for row in rows}, lock_credit=lock_credit)
+        self._load_collected(wanted)
         return [self._subscriptions[sid] for sid in subscription_ids if sid in self._subscriptions]
+
+    def _load_collected(self, subscription_ids: Sequence[str]) -> None:
+        """Read the invoices the loaded subscriptions are collecting (in dunning, or waiting for
+        a retry), with their attempts: a retry needs both, and they are few."""
+        collected = {
+            collection.invoice_id
+            for sid in subscription_ids
+            if sid in self._subscriptions
+            for subscription in (self._subscriptions[sid].subscription,)
+            for collection in (
+                *((subscription.dunning,) if subscription.dunning else ()),
+                *subscription.collections,
+            )
+        }
+        wanted = sorted(collected - self._attempts.keys())
+        if not wanted:
+            return
+        self.load_invoices(wanted)
+        attempts: dict[str, list[PaymentRow]] = {invoice_id: [] for invoice_id in wanted}
+        for chunk in _chunks(wanted):
+            for row in self._payments_where(_PAYMENTS.c.invoice_id.in_(chunk)):
+                attempts[row.invoice_id].append(row)
+        for invoice_id, rows in attempts.items():
+            self._attempts[invoice_id] = sorted(rows, key=lambda row: (row.created_at, row.number))
 
     def _load_plans(self, codes: set[str]) -> None:
         missing = sorted(codes - self._plans.keys())
@@ -247,6 +272,14 @@ class BatchTx(Tx):
                 self._payments[stored.id] = row
             found.append(row)
         return found
+
+    def has_work(self, subscription_id: str, now: datetime) -> bool:
+        """Whether a subscription this transaction wrote may still have work due by ``now``, as
+        far as it knows (a subscription it did not load: yes)."""
+        loaded = self._subscriptions.get(subscription_id)
+        if loaded is None:
+            return True
+        return loaded.next_run_at is not None and loaded.next_run_at <= now
 
     def due_check(self, subscription_id: str, now: datetime) -> tuple[str, datetime] | None:
         """The loaded subscription's first unsettled attempt due for a check by ``now``."""
