@@ -292,7 +292,8 @@ def _print_pass(
         f"billing: {billing.claimed} subscription(s) due, {billing.steps} step(s), "
         f"{billing.payments} payment(s), {billing.checks} check(s) of unsettled payments",
         f"reconcile: {reconcile.checks} payment check(s), {reconcile.refund_checks} refund "
-        f"check(s), {reconcile.late_payment_checks} late-payment check(s)",
+        f"check(s), {reconcile.late_payment_checks} late-payment check(s), "
+        f"{reconcile.link_cancellations} payment link withdrawal(s)",
         f"notifications processed: {report.notifications}",
     ]
     if report.dispatch.delivered or report.dispatch.failed:

@@ -149,6 +149,9 @@ def describe_event(
             return (
                 f"{invoice()} attempt {p.get('attempt')}: {amount()} waits for the customer (link)"
             )
+        case "payment.link_canceled":
+            settled = p.get("invoice_status") or "settled"
+            return f"{invoice()} attempt {p.get('attempt')}: link withdrawn ({settled} otherwise)"
         case "payment.unknown":
             return (
                 f"{invoice()} attempt {p.get('attempt')}: {amount()} outcome unknown, to reconcile"

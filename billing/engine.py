@@ -27,7 +27,14 @@ from billing.domain.proration import ProrationBehavior, ProrationUnit
 from billing.domain.subscriptions import Subscription, pause, resume
 from billing.domain.taxes import TaxRate
 from billing.ports import Clock, PaymentGateway
-from billing.services import customers, notifications, payment_methods, refunds, subscriptions
+from billing.services import (
+    customers,
+    links,
+    notifications,
+    payment_methods,
+    refunds,
+    subscriptions,
+)
 from billing.services import sign_ups as sign_ups_service
 from billing.services.audit import AuditReport, audit
 from billing.services.batch_run import run_due
@@ -600,8 +607,9 @@ class Engine:
     ) -> RunReport:
         """Ask the gateways about every unsettled payment and refund due for a check, and about
         payment links that expired unpaid lately (paid after all? see
-        ``Settings.late_payment_days``), and clear lapsed claims; the billing steps are left to
-        :meth:`run_due`."""
+        ``Settings.late_payment_days``); withdraw the live payment links of invoices settled
+        another way (:mod:`billing.services.links`); and clear lapsed claims. The billing steps
+        are left to :meth:`run_due`."""
         when = self._when(now)
         stop = stop or _never
         try:
@@ -617,6 +625,10 @@ class Engine:
         report.count("refund_checks", asked)
         late = check_late_payments(self._ctx, when, stop=stop, batch=self.settings.batch_size)
         report.count("late_payment_checks", late)
+        withdrawn = links.withdraw_superseded(
+            self._ctx, when, stop=stop, batch=self.settings.batch_size
+        )
+        report.count("link_cancellations", withdrawn)
         return report
 
     def dispatch(self, handlers: Handlers, *, limit: int = 100) -> DispatchReport:

@@ -16,11 +16,13 @@ from types import MappingProxyType
 from typing import Protocol
 
 from billing.domain.customers import EnrollmentStatus
+from billing.domain.errors import InvalidArgument
 from billing.domain.money import Money
 from billing.domain.payments import ErrorCode, PaymentResult, RefundStatus
 
 __all__ = [
     "AttachRequest",
+    "CancelLinkRequest",
     "Capability",
     "ChargeRequest",
     "Clock",
@@ -30,6 +32,8 @@ __all__ = [
     "EnrollmentResult",
     "EnrollmentStatus",
     "ErrorCode",
+    "LinkCancellation",
+    "LinkCancellationStatus",
     "Notification",
     "NotificationFacts",
     "PaymentGateway",
@@ -85,6 +89,12 @@ class Capability(StrEnum):
     IDEMPOTENT_CHARGES = "idempotent_charges"
     """The gateway itself refuses a second charge with the same reference (Openpay's
     ``order_id``); without it, the adapter looks a timed-out charge up before any new one."""
+    LINK_CANCELLATION = "link_cancellation"
+    """:meth:`PaymentGateway.cancel_link` withdraws a payment link nobody has paid (Khipu's
+    ``DELETE /payments/{id}``, Payvalida's order deletion), so the customer can no longer pay
+    it. The engine withdraws the live link of an invoice settled another way; without this
+    capability such a link stays payable, and money paid through it becomes the customer's
+    credit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +219,52 @@ class RefundResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CancelLinkRequest:
+    """Withdraw the payment link of the charge sent with ``idempotency_key`` (its invoice was
+    settled another way), so that nobody can pay it any more."""
+
+    idempotency_key: str
+    reference: str
+    """The gateway's id for the payment whose link is withdrawn (the attempt's reference)."""
+    amount: Money
+    customer_id: str
+    at: datetime
+    """The engine's instant (a test clock's time in simulations)."""
+    customer_reference: str | None = None
+
+
+class LinkCancellationStatus(StrEnum):
+    """Whether a payment link could be withdrawn."""
+
+    CANCELED = "canceled"
+    """The link is withdrawn: nobody can pay it any more. Also the answer for a link withdrawn
+    before (a repeated request) and for one the gateway does not know (nothing to pay)."""
+    TOO_LATE = "too_late"
+    """The payment is no longer waiting for the customer, so its link cannot be withdrawn: it
+    was paid, is being paid (a transfer being verified), expired or was refused.
+    :attr:`LinkCancellation.payment` says which."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkCancellation:
+    """A gateway's answer to :meth:`PaymentGateway.cancel_link`."""
+
+    status: LinkCancellationStatus
+    payment: PaymentResult | None = None
+    """With ``TOO_LATE``: what became of the payment, as :meth:`PaymentGateway.sync` would say
+    (``SUCCEEDED`` when the customer paid first). ``None`` with ``CANCELED``."""
+    code: str | None = None
+    """The gateway's own code for its answer, kept for people, never parsed."""
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status is LinkCancellationStatus.TOO_LATE) != (self.payment is not None):
+            raise InvalidArgument(
+                "payment", "is required when it is too late to cancel, and only then"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Notification:
     """A webhook as the host received it: untrusted until verified."""
 
@@ -254,6 +310,11 @@ class PaymentGateway(Protocol):
       ``UNKNOWN`` too: it never charges again blindly, it asks :meth:`sync`.
     * ``sync`` answers ``None`` only when the gateway has no charge for that key, which makes it
       safe for the engine to send the charge again with the same key.
+    * ``cancel_link`` is idempotent: withdrawing a link withdrawn before answers ``CANCELED``
+      again. When the payment is no longer waiting for the customer it answers ``TOO_LATE`` with
+      what became of it, never an exception; when the outcome cannot be known (a timeout, a
+      5xx) it raises a retryable :class:`~billing.domain.errors.GatewayError`, and the engine
+      asks again later.
     * Nothing secret (credentials, card numbers, CVVs) appears in logs, reprs or exceptions.
     """
 
@@ -305,6 +366,12 @@ class PaymentGateway(Protocol):
         """Refund part or all of a settled charge, once per key (:attr:`Capability.REFUNDS`): a
         repeated key answers what became of the first request (the engine repeats a refund whose
         answer was lost)."""
+        ...
+
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """Withdraw the payment link of a charge that still waits for the customer, so nobody
+        can pay it any more (:attr:`Capability.LINK_CANCELLATION`); ``TOO_LATE`` with the
+        payment's result when it no longer waits (paid: ``SUCCEEDED``). Idempotent."""
         ...
 
     def parse_notification(self, notification: Notification) -> NotificationFacts:

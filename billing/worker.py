@@ -62,6 +62,7 @@ class PassReport:
             or reconcile.checks
             or reconcile.refund_checks
             or reconcile.late_payment_checks
+            or reconcile.link_cancellations
             or self.notifications
             or self.dispatch.delivered
             or self.dispatch.failed
@@ -96,8 +97,8 @@ class Worker:
         billing, reconcile = report.billing, report.reconcile
         log.info(
             "worker.pass worker=%s gateways=%s claimed=%s steps=%s payments=%s checks=%s "
-            "refund_checks=%s late_payment_checks=%s notifications=%s delivered=%s failed=%s "
-            "nothing_due=%s",
+            "refund_checks=%s late_payment_checks=%s link_cancellations=%s notifications=%s "
+            "delivered=%s failed=%s nothing_due=%s",
             self.engine.worker,
             ",".join(sorted(self.engine.gateways)) or "none",
             billing.claimed,
@@ -106,6 +107,7 @@ class Worker:
             billing.checks + reconcile.checks,
             reconcile.refund_checks,
             reconcile.late_payment_checks,
+            reconcile.link_cancellations,
             report.notifications,
             report.dispatch.delivered,
             len(billing.failed) + len(reconcile.failed),
@@ -202,10 +204,16 @@ def freeze_startup_objects() -> None:
 
 
 def _log_run(job: str, report: RunReport) -> None:
-    if report.claimed or report.failed or report.refund_checks or report.late_payment_checks:
+    if (
+        report.claimed
+        or report.failed
+        or report.refund_checks
+        or report.late_payment_checks
+        or report.link_cancellations
+    ):
         log.info(
             "%s.run claimed=%s steps=%s payments=%s checks=%s refund_checks=%s "
-            "late_payment_checks=%s contended=%s failed=%s",
+            "late_payment_checks=%s link_cancellations=%s contended=%s failed=%s",
             job,
             report.claimed,
             report.steps,
@@ -213,6 +221,7 @@ def _log_run(job: str, report: RunReport) -> None:
             report.checks,
             report.refund_checks,
             report.late_payment_checks,
+            report.link_cancellations,
             len(report.contended),
             len(report.failed),
         )

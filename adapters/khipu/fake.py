@@ -25,6 +25,9 @@ Choices where the document is silent (each also in ``docs/adapters/khipu.md``):
   the bank confirms after the expiry: ``out_of_date_conciliation: true``); it stays ``pending``;
 * an unknown or deleted payment (GET, DELETE, confirm, refunds) and an unknown notification token
   answer 400 with ``errors[{field, message}]`` (there is no documented 404);
+* ``DELETE`` of a payment that is no longer ``pending`` (``verifying``, ``done``) answers 400
+  with an error on ``id`` ("Solo se pueden borrar pagos pendientes de pagar"); a ``pending`` one,
+  even past its ``expires_date``, is deleted, and nobody can pay it any more;
 * refunds: only ``done`` payments not yet settled (``confirm``ed), partial ones allowed while
   their sum stays within the amount; a whole refund makes ``status_detail`` ``reversed``;
 * a notification is a form POST ``notification_token=…&api_version=1.3`` to the payment's
@@ -60,6 +63,7 @@ __all__ = [
     "DEFAULT_RECEIVER_ID",
     "DEFAULT_SECRET",
     "PAYER_BEHAVIORS",
+    "ApiFaults",
     "Delivery",
     "FakeKhipu",
     "WebhookFaults",
@@ -154,6 +158,14 @@ class _ApiError(Exception):
 
 def _invalid(name: str, text: str) -> _ApiError:
     return _ApiError(400, "Error de validación", [(name, text)])
+
+
+@dataclass
+class ApiFaults:
+    """Faults of this fake's own operations (:meth:`FakeKhipu.inject`, ``/_fake/faults``)."""
+
+    delete_timeouts: int = 0
+    """The next N ``DELETE /payments/{id}`` that delete a payment lose their answer."""
 
 
 @dataclass
@@ -253,7 +265,11 @@ class _Reply:
     committed: bool = False
 
 
-_LOSABLE = {"payments.create": "charge_timeouts", "payments.refunds": "refund_timeouts"}
+_LOSABLE = {
+    "payments.create": "charge_timeouts",
+    "payments.refunds": "refund_timeouts",
+    "payments.delete": "delete_timeouts",
+}
 
 
 class FakeKhipu:
@@ -280,6 +296,7 @@ class FakeKhipu:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._offset = timedelta(0)
         self.faults = faults or Faults()
+        self.api_faults = ApiFaults()
         self.webhook_faults = WebhookFaults()
         self._deliver = deliver or _post
         self.notify_url = notify_url
@@ -323,13 +340,17 @@ class FakeKhipu:
     # -- Python controls -------------------------------------------------------------------------
 
     def inject(self, **faults: int | float | bool) -> None:
-        """Set faults by name: a field of :class:`Faults` or of :class:`WebhookFaults`."""
+        """Set faults by name: a field of :class:`Faults`, :class:`ApiFaults` or
+        :class:`WebhookFaults`."""
         names = Faults.settable()
+        own = {item.name for item in fields(ApiFaults)}
         hooks = {item.name for item in fields(WebhookFaults)}
         with self._lock:
             for name, value in faults.items():
                 if name in names:
                     setattr(self.faults, name, value)
+                elif name in own:
+                    setattr(self.api_faults, name, value)
                 elif name in hooks:
                     setattr(self.webhook_faults, name, value)
                 else:
@@ -557,12 +578,22 @@ class FakeKhipu:
             await self._notify()
             with self._lock:
                 fault = _LOSABLE.get(operation)
-                lose = reply.committed and fault is not None and self.faults.take(fault)
+                lose = reply.committed and fault is not None and self._take(fault)
             if lose:
                 return dropped()
             return self._json(reply.status, reply.payload)
 
         return answer
+
+    def _take(self, fault: str) -> bool:
+        """Use one occurrence of a fault of :class:`Faults` or :class:`ApiFaults` (under the
+        lock)."""
+        if hasattr(self.api_faults, fault):
+            left = int(getattr(self.api_faults, fault))
+            if left > 0:
+                setattr(self.api_faults, fault, left - 1)
+            return left > 0
+        return self.faults.take(fault)
 
     def _json(self, status: int, payload: Any) -> Response:
         return Response(
@@ -832,10 +863,11 @@ class FakeKhipu:
     def _controls(self) -> dict[str, Any]:
         with self._lock:
             faults = {item.name: getattr(self.faults, item.name) for item in fields(Faults)}
+            own = {item.name: getattr(self.api_faults, item.name) for item in fields(ApiFaults)}
             hooks = {
                 item.name: getattr(self.webhook_faults, item.name) for item in fields(WebhookFaults)
             }
-            return {**faults, **hooks, "held": len(self.held)}
+            return {**faults, **own, **hooks, "held": len(self.held)}
 
 
 @dataclass(frozen=True, slots=True)

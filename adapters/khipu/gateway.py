@@ -15,6 +15,9 @@ asks for, and how the adapter meets them on an API that has no lookup by ``trans
   the link was only ever in the lost answer, so nobody can have paid it, and the charge is then
   an ``expired`` soft decline. ``sync`` answers ``None`` only for a key this adapter never sent.
 * **expiry** is judged by the gateway's clock: the ``Date`` header of Khipu's answer.
+* **withdrawing a link** (``cancel_link``) is ``DELETE /payments/{id}``, which Khipu allows only
+  while the payment is ``pending`` and which cannot be undone; a refused delete is looked up to
+  say what became of the payment (a payment Khipu no longer has was deleted before).
 * **secrets**: the secret lives in a :class:`~adapters._http.Secret` and only signs requests.
 """
 
@@ -45,12 +48,15 @@ from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
     Enrollment,
     EnrollmentRequest,
     EnrollmentResult,
+    LinkCancellation,
+    LinkCancellationStatus,
     Notification,
     NotificationFacts,
     RefundRequest,
@@ -134,12 +140,14 @@ class KhipuGateway(HttpGateway):
             Capability.NOTIFICATION_LOOKUP,
             Capability.REFUNDS,
             Capability.PARTIAL_REFUNDS,
+            Capability.LINK_CANCELLATION,
         }
     )
     """No customers, cards or enrollment (Khipu has none); ``PARTIAL_REFUNDS``: the refund takes
     an optional ``amount``; ``NOTIFICATION_LOOKUP``: a notification is read by looking its token
-    up; no ``SIGNED_NOTIFICATIONS`` (a notification carries only a token)
-    and no ``IDEMPOTENT_CHARGES`` (nothing says Khipu refuses a repeated ``transaction_id``)."""
+    up; ``LINK_CANCELLATION``: ``DELETE /payments/{id}``; no ``SIGNED_NOTIFICATIONS`` (a
+    notification carries only a token) and no ``IDEMPOTENT_CHARGES`` (nothing says Khipu refuses
+    a repeated ``transaction_id``)."""
     currencies: frozenset[str] = wire.CURRENCIES
 
     def __init__(
@@ -408,6 +416,50 @@ class KhipuGateway(HttpGateway):
         if known == _IN_DOUBT or (request.first_sent_at is not None and not never_sent):
             return self._in_doubt(key, request.at, request.first_sent_at)
         return None
+
+    # -- withdrawing a link -----------------------------------------------------------------------
+
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """``DELETE /payments/{id}`` ("Solo se pueden borrar pagos que estén pendientes de
+        pagar. Esta operación no puede deshacerse."): ``CANCELED`` on 200. A refusal (400) is
+        looked up with ``GET /payments/{id}``: a payment Khipu no longer has was deleted before
+        (a repeat after a lost answer), ``CANCELED`` again; one no longer ``pending`` is
+        ``TOO_LATE`` with its result (``done``: succeeded; ``verifying``: pending).
+
+        :raises GatewayAuthenticationFailed: on 403.
+        :raises GatewayError: retryable when Khipu did not answer or failed (503); the engine
+            asks again later, which is safe: a deleted payment stays deleted.
+        """
+        path = self._path("payments", request.reference)
+        answer = self._call("cancel_link", "DELETE", path)
+        if answer.ok:
+            return LinkCancellation(
+                status=LinkCancellationStatus.CANCELED,
+                message=self._safe(answer.message()) or "Khipu deleted the payment",
+            )
+        if answer.status != 400:
+            raise self._failure("cancel_link", answer)
+        refusal = self._safe(answer.message())
+        found = self._call("cancel_link", "GET", path)
+        if found.status == 400:
+            return LinkCancellation(
+                status=LinkCancellationStatus.CANCELED,
+                code="400",
+                message="Khipu no longer has the payment (deleted before)",
+            )
+        if not found.ok or not isinstance(found.body, Mapping):
+            raise self._failure("cancel_link", found)
+        result = wire.payment_result(found.body, found.date or request.at)
+        if result.status is PaymentStatus.REQUIRES_ACTION:
+            raise GatewayError(
+                self._name,
+                "invalid_request",
+                f"cancel_link: Khipu refused to delete a pending payment: {refusal}",
+                raw_code="400",
+            )
+        return LinkCancellation(
+            status=LinkCancellationStatus.TOO_LATE, payment=result, code="400", message=refusal
+        )
 
     # -- refunds ---------------------------------------------------------------------------------
 

@@ -34,12 +34,14 @@ from billing.domain.errors import GatewayAuthenticationFailed, GatewayError
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
     Enrollment,
     EnrollmentRequest,
     EnrollmentResult,
+    LinkCancellation,
     Notification,
     NotificationFacts,
     RefundRequest,
@@ -308,6 +310,10 @@ class OpenpayGateway(HttpGateway):
                 if isinstance(card, Mapping) and wire.same_card(token_card, card):
                     return wire.stored_method(card)
         return None
+
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """Not supported: card charges settle at once, with no payment link to withdraw."""
+        raise GatewayError(self._name, "invalid_request", "Openpay has no links to withdraw")
 
     def start_enrollment(self, request: EnrollmentRequest) -> Enrollment:
         """Not supported: cards are stored from openpay.js tokens, with no Openpay page."""

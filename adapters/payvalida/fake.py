@@ -28,6 +28,10 @@ Choices where the documents are silent (each also in ``docs/adapters/payvalida.m
   HTTP 500 with ``0009``; the creation's ``Operacion`` is ``"CREADA"`` (an update's is the
   documented ``"ACTUALIZADA"``);
 * a query of an unknown order answers ``0041`` (its wording covers "not registered");
+* a delete (``DELETE /api/v3/porders/{order}?merchant=…&checksum=…``, Payvalida's "Eliminar"
+  page) takes only a pending order (``CANCELADA``: its link stops working, it can no longer be
+  paid, not even late); any other, or an unknown one, answers ``0041`` ("Order is not registered
+  or are APPROVED, EXPIRED or CANCELLED");
 * an order expires at the end of its ``expiration`` day in Bogotá (UTC-5); expiry is noticed on
   the next request or control call, and notified ``cancelled``; a delete (``CANCELADA``) is not
   notified (Payvalida's notification page);
@@ -67,6 +71,7 @@ from billing.testing.asgi import Faults, dropped
 __all__ = [
     "DEFAULT_FIXED_HASH",
     "DEFAULT_MERCHANT",
+    "ApiFaults",
     "Delivery",
     "FakePayvalida",
     "NotificationFaults",
@@ -118,6 +123,14 @@ class NotificationFaults:
     hold: bool = False
     """Keep notifications until :meth:`FakePayvalida.release_notifications` (late delivery;
     ``reverse`` releases them out of order)."""
+
+
+@dataclass
+class ApiFaults:
+    """Faults of this fake's own operations (set like the others, with ``inject``)."""
+
+    delete_timeouts: int = 0
+    """The next N deletes of a pending order lose their answer (the order is deleted)."""
 
 
 @dataclass
@@ -246,6 +259,7 @@ class FakePayvalida:
         """Where notifications are POSTed (``None``: they are only recorded)."""
         self.rules = rules
         self.faults = faults or Faults()
+        self.api_faults = ApiFaults()
         self.notification_faults = NotificationFaults()
         self._deliver = deliver or _post
         self._clock = now or (lambda: datetime.now(wire.BOGOTA))
@@ -293,14 +307,17 @@ class FakePayvalida:
     # -- Python controls ---------------------------------------------------------------------------
 
     def inject(self, **faults: int | float | bool) -> None:
-        """Set faults by name: any field of :class:`~billing.testing.asgi.Faults` or of
-        :class:`NotificationFaults`."""
+        """Set faults by name: any field of :class:`~billing.testing.asgi.Faults`, of
+        :class:`ApiFaults` or of :class:`NotificationFaults`."""
         names = Faults.settable()
+        own = {item.name for item in fields(ApiFaults)}
         notes = {item.name for item in fields(NotificationFaults)}
         with self._lock:
             for name, value in faults.items():
                 if name in names:
                     setattr(self.faults, name, value)
+                elif name in own:
+                    setattr(self.api_faults, name, value)
                 elif name in notes:
                     setattr(self.notification_faults, name, value)
                 else:
@@ -595,6 +612,10 @@ class FakePayvalida:
                     and operation == "orders.create"
                     and self.faults.take("charge_timeouts")
                 )
+                deleted = reply.committed and operation == "orders.delete"
+                if deleted and self.api_faults.delete_timeouts > 0:
+                    self.api_faults.delete_timeouts -= 1
+                    lose = True
             if lose:
                 return dropped()
             return _json(reply.status, reply.payload)
@@ -823,8 +844,9 @@ class FakePayvalida:
                 raise _Refusal(wire.NOT_FOUND)
             item.state = wire.CANCELLED
             item.updated = self.now()
+            self._expiring.pop(item.order, None)
             data = {"ORDER": item.order, "CODE": item.code, "STATE": item.state}
-            return _Reply(200, _envelope(wire.OK, "OK", data))
+            return _Reply(200, _envelope(wire.OK, "OK", data), committed=True)
 
     # -- plans -------------------------------------------------------------------------------------
 
@@ -988,11 +1010,12 @@ class FakePayvalida:
     def _controls(self) -> dict[str, Any]:
         with self._lock:
             faults = {item.name: getattr(self.faults, item.name) for item in fields(Faults)}
+            own = {item.name: getattr(self.api_faults, item.name) for item in fields(ApiFaults)}
             notes = {
                 item.name: getattr(self.notification_faults, item.name)
                 for item in fields(NotificationFaults)
             }
-            return {**faults, **notes, "held": len(self.held)}
+            return {**faults, **own, **notes, "held": len(self.held)}
 
 
 def _shown(deliveries: list[Delivery]) -> list[dict[str, Any]]:

@@ -16,6 +16,9 @@ how Payvalida meets them:
   is also known from the key alone.
 * **settling**: a pending order is ``requires_action`` with its link; paid (even after it
   expired) is succeeded; expired or deleted unpaid is a soft decline, ``payer_abandoned``.
+* **withdrawing a link** (``cancel_link``): the order is deleted (``DELETE
+  /api/v3/porders/{order}``, Payvalida's "Eliminar" page, outside the seeds), which only a
+  pending order allows; a refused delete (``0041``) is looked up to say what became of it.
 * **notifications**: ``pv_checksum`` is verified in constant time; one that does not verify is
   refused (``invalid_request``).
 * **secrets**: ``FIXED_HASH`` and the notification secret live in :class:`~adapters._http.Secret`
@@ -38,12 +41,15 @@ from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
     Enrollment,
     EnrollmentRequest,
     EnrollmentResult,
+    LinkCancellation,
+    LinkCancellationStatus,
     Notification,
     NotificationFacts,
     RefundRequest,
@@ -88,9 +94,11 @@ class PayvalidaGateway(HttpGateway):
             Capability.NOTIFICATIONS,
             Capability.SIGNED_NOTIFICATIONS,
             Capability.IDEMPOTENT_CHARGES,
+            Capability.LINK_CANCELLATION,
         }
     )
-    """No ``REFUNDS`` (the documents have no refund call), no customers, no cards."""
+    """No ``REFUNDS`` (the documents have no refund call), no customers, no cards;
+    ``LINK_CANCELLATION`` deletes the pending order (outside the seeds: see :meth:`cancel_link`)."""
     currencies: frozenset[str] = wire.CURRENCIES
 
     def __init__(
@@ -346,9 +354,47 @@ class PayvalidaGateway(HttpGateway):
             found = self._query("sync", order)
         return None if found is None else wire.order_result(found, order)
 
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """Delete the pending order ``reference`` (:meth:`cancel`): ``CANCELED`` on ``0000``.
+        A refusal (``0041``: no pending order with that code) is looked up: an order deleted
+        before (``CANCELADA``, a repeat after a lost answer) or one Payvalida never registered
+        is ``CANCELED``; a paid (``APROBADA``, ``ANULADA``) or expired (``VENCIDA``) one is
+        ``TOO_LATE`` with its result (an expired order can still be paid late).
+
+        :raises GatewayAuthenticationFailed: for a checksum or merchant Payvalida refuses.
+        :raises GatewayError: retryable when Payvalida did not answer or failed; the engine
+            asks again later, which is safe: a deleted order stays deleted.
+        """
+        order = request.reference
+        if self.cancel(order):
+            return LinkCancellation(status=LinkCancellationStatus.CANCELED, code=wire.OK)
+        found = self._query("cancel_link", order)
+        if found is None or found.get("STATE") == wire.CANCELLED:
+            return LinkCancellation(
+                status=LinkCancellationStatus.CANCELED,
+                code=wire.NOT_FOUND,
+                message="the order was deleted before" if found else "Payvalida has no such order",
+            )
+        result = wire.order_result(found, order)
+        if result.status is PaymentStatus.REQUIRES_ACTION:
+            raise GatewayError(
+                self._name,
+                "invalid_request",
+                f"cancel_link: Payvalida refused to delete pending order {order}",
+                raw_code=wire.NOT_FOUND,
+            )
+        return LinkCancellation(
+            status=LinkCancellationStatus.TOO_LATE,
+            payment=result,
+            code=wire.NOT_FOUND,
+            message=f"the order is {str(found.get('STATE'))[:40]}, no longer pending",
+        )
+
     def cancel(self, order: str) -> bool:
-        """Delete a pending order (``DELETE /api/v3/porders/{order}``): its link stops working.
-        ``False`` when it is no longer pending (paid, expired, deleted) or unknown."""
+        """Delete a pending order (``DELETE /api/v3/porders/{order}`` with ``merchant`` and
+        ``checksum`` = ``SHA512(order + merchant + FIXED_HASH)`` in the query): its link stops
+        working (``CANCELADA``). ``False`` when it is no longer pending (paid, expired, deleted)
+        or unknown (``0041``)."""
         params = {
             "merchant": self._merchant,
             "checksum": wire.lookup_checksum(

@@ -30,12 +30,14 @@ from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
     Enrollment,
     EnrollmentRequest,
     EnrollmentResult,
+    LinkCancellation,
     Notification,
     NotificationFacts,
     RefundRequest,
@@ -174,6 +176,10 @@ class QvoGateway(HttpGateway):
             ErrorCode.INVALID_REQUEST.value,
             "QVO stores cards only through Webpay Oneclick inscriptions (start_enrollment)",
         )
+
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """Not supported: stored cards are charged at once, with no payment link to withdraw."""
+        raise GatewayError(self._name, "invalid_request", "QVO has no payment links to withdraw")
 
     def start_enrollment(self, request: EnrollmentRequest) -> Enrollment:
         """Start a Oneclick inscription: send the customer to the returned ``redirect_url``;

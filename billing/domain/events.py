@@ -230,6 +230,16 @@ class PaymentUnknown(PaymentEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentLinkCanceled(PaymentEvent):
+    """The engine withdrew the payment link of an attempt at its gateway: the invoice was
+    settled another way (``invoice_status``: ``paid`` or ``void``), and nobody can pay the link
+    any more. Nothing was taken through it."""
+
+    name: ClassVar[str] = "payment.link_canceled"
+    invoice_status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentRefunded(Event):
     name: ClassVar[str] = "payment.refunded"
     refund_id: str

@@ -7,9 +7,11 @@ records what the gateway answered. A decline is a result, not an error::
 
     created ──> succeeded | failed | pending | requires_action | unknown
     pending, requires_action, unknown ──> succeeded | failed | pending | requires_action | unknown
+    requires_action ──cancel_link──> canceled
 
 ``unknown`` (a timeout, a crash after sending) is never charged again blindly: it is reconciled by
-asking the gateway what happened.
+asking the gateway what happened. ``canceled`` is a payment link the engine withdrew at its
+gateway because its invoice was settled another way (:meth:`PaymentAttempt.cancel_link`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from billing.domain.events import (
     Event,
     PaymentEvent,
     PaymentFailed,
+    PaymentLinkCanceled,
     PaymentPending,
     PaymentRequiresAction,
     PaymentSucceeded,
@@ -47,6 +50,9 @@ class PaymentStatus(StrEnum):
     """The customer must act (authenticate, follow a link) before it can settle."""
     UNKNOWN = "unknown"
     """The outcome is not known (timeout, crash after sending); to be reconciled."""
+    CANCELED = "canceled"
+    """A payment link the engine withdrew at its gateway, its invoice having been settled
+    another way: nothing was taken, and nobody can pay the link any more."""
 
 
 class DeclineKind(StrEnum):
@@ -150,7 +156,7 @@ DECLINE_OF: dict[ErrorCode, DeclineKind] = {
 """The decline kind of each error that is a decline of the payment method (the rest are not)."""
 
 
-_SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED})
+_SETTLED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +178,10 @@ class PaymentResult:
     def __post_init__(self) -> None:
         if self.status is PaymentStatus.CREATED:
             raise InvalidArgument("status", "a gateway result cannot be 'created'")
+        if self.status is PaymentStatus.CANCELED:
+            raise InvalidArgument(
+                "status", "a gateway result cannot be 'canceled' (a withdrawn link is recorded)"
+            )
         if (self.status is PaymentStatus.FAILED) != (self.decline is not None):
             raise InvalidArgument("decline", "is required for a failed result and only for one")
 
@@ -316,6 +326,28 @@ class PaymentAttempt:
             if isinstance(event, PaymentRequiresAction):
                 event = replace(event, action_url=result.action_url)
         return updated, [event]
+
+    def cancel_link(
+        self, *, at: datetime, invoice_status: str
+    ) -> tuple[PaymentAttempt, list[Event]]:
+        """The attempt after its gateway withdrew its payment link (the invoice was settled
+        another way: ``invoice_status``), and the event that tells it. Only a link still waiting
+        for the customer (``requires_action``) is withdrawn."""
+        if self.status is not PaymentStatus.REQUIRES_ACTION:
+            raise IllegalTransition("payment", self.id, self.status, "cancel its link")
+        at = _checks.aware("at", at)
+        canceled = replace(self, status=PaymentStatus.CANCELED, action_url=None, updated_at=at)
+        event = PaymentLinkCanceled(
+            at=at,
+            payment_id=self.id,
+            invoice_id=self.invoice_id,
+            subscription_id=self.subscription_id,
+            customer_id=self.customer_id,
+            attempt=self.number,
+            amount=self.amount,
+            invoice_status=invoice_status,
+        )
+        return canceled, [event]
 
 
 _EVENTS: dict[PaymentStatus, type[PaymentEvent]] = {

@@ -69,6 +69,9 @@ class RunReport:
     """Unsettled refunds asked about again (reconcile runs only)."""
     late_payment_checks: int = 0
     """Expired payment links asked about a late payment (reconcile runs only)."""
+    link_cancellations: int = 0
+    """Live payment links of invoices settled another way that their gateways were asked to
+    withdraw (reconcile runs only, :mod:`billing.services.links`)."""
     claimed: int = 0
     contended: list[str] = field(default_factory=list)
     """Subscriptions another process changed first; left for a later run."""
@@ -169,6 +172,11 @@ def open_attempt(ctx: Context, tx: Tx, invoice_id: str, at: datetime) -> list[Pe
 
 _NO_METHOD = PaymentResult.failed(
     DeclineKind.SOFT, code="no_payment_method", error=ErrorCode.NO_PAYMENT_METHOD
+)
+_NOT_SENT = PaymentResult.failed(
+    DeclineKind.SOFT,
+    code="invoice_settled",
+    message="never sent: its invoice was settled another way before it could be",
 )
 
 
@@ -378,7 +386,8 @@ def reconcile(
     """Ask the gateway what became of an unsettled attempt, and record it.
 
     An attempt the gateway never received (a crash before sending, a lost claim) is sent again
-    with the same idempotency key, which cannot charge twice.
+    with the same idempotency key, which cannot charge twice; unless its invoice was settled
+    another way meanwhile: then it fails without being sent (``invoice_settled``).
     """
     with ctx.store.transaction() as tx:
         row = tx.payment_row(payment_id)
@@ -393,7 +402,11 @@ def reconcile(
         request = _charge_request(tx, row, invoice, _method(tx, row), at, again=True)
     result = _sync(gateway, request, row.reference)
     resent = result is None
-    if result is None:
+    if result is None and invoice.status not in _OPEN:
+        # the gateway never had it, and its invoice was settled another way meanwhile (paid by
+        # an older link paid late, voided): never send it now
+        result, resent = _NOT_SENT, False
+    elif result is None:
         if deadline is not None and ctx.clock.now() >= deadline:
             return
         ctx.hooks.attempt_written(payment_id)

@@ -288,11 +288,21 @@ class InvoiceLineRow(SQLModel, table=True):
     taxable: bool
 
 
+_LIVE_LINK = text("status = 'requires_action'")
+"""The attempts waiting for the customer (a payment link): few, among every payment ever made."""
+
+
 class PaymentRow(SQLModel, table=True):
     __tablename__ = "payments"
     __table_args__ = (
         UniqueConstraint("invoice_id", "number"),
         Index("ix_payments_error_updated_at", "error", "updated_at"),
+        Index(
+            "ix_payments_live_links",
+            "invoice_id",
+            sqlite_where=_LIVE_LINK,
+            postgresql_where=_LIVE_LINK,
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -323,6 +333,9 @@ class PaymentRow(SQLModel, table=True):
     late_check_at: datetime | None = None
     """When to ask the gateway next whether a link that expired unpaid was paid after all
     (``None``: an hour after it expired)."""
+    link_cancel_at: datetime | None = None
+    """While a worker withdraws this live link at its gateway (its invoice was settled another
+    way): when its claim lapses and the link may be taken again (``None``: never taken)."""
 
 
 class RefundRow(SQLModel, table=True):

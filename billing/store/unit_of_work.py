@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, and_, func, or_, update
+from sqlalchemy import ColumnElement, Engine, and_, func, literal_column, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -25,7 +25,7 @@ from billing.domain.catalog import Plan
 from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StorageError
 from billing.domain.events import CreditGranted, Event
-from billing.domain.invoices import Invoice, invoice_number
+from billing.domain.invoices import Invoice, InvoiceStatus, invoice_number
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Currency, Money
 from billing.domain.payments import ErrorCode, PaymentAttempt, PaymentStatus, RefundStatus
@@ -64,6 +64,11 @@ UNSETTLED_REFUNDS = (
 """Refunds without a final answer: the reconcile job asks their gateway again."""
 INBOX_RECEIVED = "received"
 """The status of a notification kept in the inbox and not processed yet."""
+
+SETTLED_INVOICES = (InvoiceStatus.PAID.value, InvoiceStatus.VOID.value)
+"""Invoices settled for good: a payment that arrives for one is the customer's credit (an
+uncollectible invoice can still be paid)."""
+_LIVE_LINK: ColumnElement[str] = literal_column(f"'{PaymentStatus.REQUIRES_ACTION.value}'")
 
 UNSETTLED = (
     PaymentStatus.CREATED.value,
@@ -872,6 +877,48 @@ class Tx:
             .where(expired_link)
             .where(due_now)
             .values(late_check_at=until)
+            .returning(col(PaymentRow.id))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(row[0] for row in taken)
+
+    def claim_superseded_links(
+        self, *, now: datetime, until: datetime, gateways: Sequence[str], limit: int
+    ) -> list[str]:
+        """Take up to ``limit`` live payment links of ``gateways`` whose invoice was settled
+        another way (paid or voided), by moving their ``link_cancel_at`` to ``until``: a live
+        link is an attempt still waiting for the customer (``requires_action``) with the
+        gateway's reference. As :meth:`claim_refund_checks`, another process passes over them
+        until then; nothing else changes, so a claim whose worker died simply lapses."""
+        if not gateways:
+            return []
+        invoice_settled = (
+            select(InvoiceRow.id)
+            .where(col(InvoiceRow.id) == col(PaymentRow.invoice_id))
+            .where(col(InvoiceRow.status).in_(SETTLED_INVOICES))
+            .exists()
+        )
+        superseded = and_(
+            col(PaymentRow.status) == _LIVE_LINK,  # a literal: the partial index's own predicate
+            col(PaymentRow.gateway).in_(list(gateways)),
+            func.coalesce(col(PaymentRow.reference), "") != "",  # not an index range on it
+            invoice_settled,
+        )
+        free = or_(col(PaymentRow.link_cancel_at).is_(None), col(PaymentRow.link_cancel_at) <= now)
+        due = (
+            select(PaymentRow.id)
+            .where(superseded)
+            .where(free)
+            .order_by(col(PaymentRow.created_at), col(PaymentRow.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        taken = self.session.execute(
+            update(PaymentRow)
+            .where(col(PaymentRow.id).in_(due))
+            .where(superseded)
+            .where(free)
+            .values(link_cancel_at=until)
             .returning(col(PaymentRow.id))
             .execution_options(synchronize_session=False)
         )

@@ -18,6 +18,10 @@ them, one per new charge, the last repeating); customers never scripted follow t
   ``at`` it expires, a soft decline (``payer_abandoned``, code ``expired``), unless
   :meth:`FakeGateway.pay_expired_link` has it paid late.
 
+A link still waiting for the customer can be withdrawn (:meth:`FakeGateway.cancel_link`): nobody
+can pay it any more, and ``sync`` answers a soft decline (``payer_abandoned``, code
+``canceled``), as Payvalida does for a deleted order.
+
 Time only ever comes from the requests' ``at``, never from the system clock: a pending charge
 settles when a ``sync``, a repeated ``charge`` or a ``refund`` at or after its due time looks at
 it, exactly as a test clock would make it.
@@ -49,12 +53,15 @@ from billing.domain.payments import (
 )
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
     Enrollment,
     EnrollmentRequest,
     EnrollmentResult,
+    LinkCancellation,
+    LinkCancellationStatus,
     Notification,
     NotificationFacts,
     RefundRequest,
@@ -129,10 +136,21 @@ class _Charge:
     error: ErrorCode | None = None
     code: str | None = None
     message: str | None = None
+    canceled: bool = False
+    """Its link was withdrawn (:meth:`FakeGateway.cancel_link`): nobody can pay it any more."""
     refunded: Money = field(init=False)
 
     def __post_init__(self) -> None:
         self.refunded = Money.zero(self.amount.currency)
+
+    def cancel(self) -> None:
+        """Withdraw the link: a soft decline nobody can pay (as a deleted Payvalida order)."""
+        self.canceled = True
+        self.status = PaymentStatus.FAILED
+        self.decline = DeclineKind.SOFT
+        self.error = ErrorCode.PAYER_ABANDONED
+        self.code = "canceled"
+        self.message = "the payment link was withdrawn by the merchant (fake cancel_link)"
 
     def observe(self, at: datetime) -> PaymentResult:
         """The charge's current result as seen at ``at``, settling it if it is due."""
@@ -237,6 +255,9 @@ class CardOnFile(ABC):
     def parse_notification(self, notification: Notification) -> NotificationFacts:
         raise GatewayError(self.name, "invalid_request", "this fake sends no notifications")
 
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        raise GatewayError(self.name, "invalid_request", "this fake cannot withdraw links")
+
     def close(self) -> None:  # noqa: B027 - the in-memory fakes have nothing to release
         """Nothing to release."""
 
@@ -249,10 +270,14 @@ class FakeGateway(CardOnFile):
     every charge take that long in real time (for tests of slow gateways).
 
     It sends unsigned notifications (:meth:`notification`): a JSON body naming a charge, which
-    the engine, as for every gateway, believes only after asking ``sync``.
+    the engine, as for every gateway, believes only after asking ``sync``; and it withdraws the
+    links of ``pay_by_link`` and ``link_expires`` charges (:meth:`cancel_link`).
     """
 
-    capabilities = CardOnFile.capabilities | {Capability.NOTIFICATIONS}
+    capabilities = CardOnFile.capabilities | {
+        Capability.NOTIFICATIONS,
+        Capability.LINK_CANCELLATION,
+    }
 
     def __init__(
         self,
@@ -281,6 +306,8 @@ class FakeGateway(CardOnFile):
         self._refund_calls: Counter[str] = Counter()
         self._refund_faults: deque[str] = deque()
         self._notification_count = 0
+        self._cancel_calls: Counter[str] = Counter()
+        self._cancel_faults: deque[str] = deque()
 
     @property
     def name(self) -> str:
@@ -430,6 +457,51 @@ class FakeGateway(CardOnFile):
             status=RefundStatus.SUCCEEDED, reference=f"fake_re_{self._refund_count}"
         )
 
+    def lose_link_cancellation_answers(
+        self, count: int = 1, *, before_canceling: bool = False
+    ) -> None:
+        """Make the next ``count`` ``cancel_link`` calls raise :class:`TimeoutError`: after the
+        link was withdrawn (a lost answer), or with ``before_canceling`` before anything
+        happened. Asking again then answers truly."""
+        _checks.integer("count", count, minimum=1)
+        with self._lock:
+            self._cancel_faults.extend(["before" if before_canceling else "after"] * count)
+
+    def cancel_link(self, request: CancelLinkRequest) -> LinkCancellation:
+        """Withdraw the link of the charge ``reference`` while it waits for the customer
+        (``requires_action``, as seen at the request's ``at``): nobody can pay it any more.
+
+        ``CANCELED`` again for a link withdrawn before, and for a reference this fake never
+        gave (nothing to pay); ``TOO_LATE`` with the charge's result for any other (paid,
+        pending, expired or declined).
+        """
+        at = _checks.aware("at", request.at)
+        with self._lock:
+            self._cancel_calls[request.reference] += 1
+            fault = self._cancel_faults.popleft() if self._cancel_faults else None
+            if fault == "before":
+                raise TimeoutError("the fake lost the link cancellation request")
+            answer = self._cancel_once(request.reference, at)
+            if fault == "after":
+                raise TimeoutError("the fake withdrew the link, then lost the answer")
+            return answer
+
+    def _cancel_once(self, reference: str, at: datetime) -> LinkCancellation:
+        """Withdraw a link (called under the lock)."""
+        charge = self._by_reference.get(reference)
+        if charge is None or charge.canceled:
+            return LinkCancellation(status=LinkCancellationStatus.CANCELED)
+        result = charge.observe(at)
+        if result.status is not PaymentStatus.REQUIRES_ACTION:
+            return LinkCancellation(
+                status=LinkCancellationStatus.TOO_LATE,
+                payment=result,
+                code=result.status.value,
+                message=f"charge {reference} is {result.status}; only a live link is withdrawn",
+            )
+        charge.cancel()
+        return LinkCancellation(status=LinkCancellationStatus.CANCELED)
+
     def notification(self, reference: str, event_id: str | None = None) -> Notification:
         """The notification this fake sends about the charge ``reference``, as a host receives
         it; ``event_id`` names it (a new id by default; the same one for a redelivery)."""
@@ -453,18 +525,36 @@ class FakeGateway(CardOnFile):
             raise GatewayError(self.name, "invalid_request", "not a fake notification")
         return NotificationFacts(event_id=event_id, kind=kind, charge_reference=charge)
 
+    def pay_link(self, reference: str, at: datetime) -> None:
+        """Act as a customer paying the live link of the charge ``reference`` at ``at``, before
+        its time: the charge took the money, and ``sync`` says so.
+
+        Raises :class:`~billing.domain.errors.InvalidArgument` for a charge that is not a link
+        waiting for the customer (paid, expired or withdrawn).
+        """
+        at = _checks.aware("at", at)
+        with self._lock:
+            charge = self._by_reference.get(reference)
+            if charge is None or charge.observe(at).status is not PaymentStatus.REQUIRES_ACTION:
+                raise InvalidArgument("reference", "must be a live payment link", reference)
+            charge.status = PaymentStatus.SUCCEEDED
+
     def pay_expired_link(self, reference: str, at: datetime) -> None:
         """Act as a customer whose payment of an expired link was confirmed after all (a
         transfer started in time): the charge ``reference``, expired as seen at ``at``, now took
         the money, and ``sync`` says so.
 
         Raises :class:`~billing.domain.errors.InvalidArgument` for a charge that is not an
-        expired link.
+        expired link (a withdrawn one cannot be paid either).
         """
         at = _checks.aware("at", at)
         with self._lock:
             charge = self._by_reference.get(reference)
-            if charge is None or charge.observe(at).error is not ErrorCode.PAYER_ABANDONED:
+            if (
+                charge is None
+                or charge.canceled
+                or charge.observe(at).error is not ErrorCode.PAYER_ABANDONED
+            ):
                 raise InvalidArgument("reference", "must be a payment link that expired", reference)
             charge.status = PaymentStatus.SUCCEEDED
             charge.decline = charge.error = charge.code = charge.message = None
@@ -476,6 +566,18 @@ class FakeGateway(CardOnFile):
         """How many times ``charge`` was called per idempotency key, repeats included (a copy)."""
         with self._lock:
             return Counter(self._calls)
+
+    @property
+    def link_cancellation_calls(self) -> Counter[str]:
+        """How many times ``cancel_link`` was called per charge reference (a copy)."""
+        with self._lock:
+            return Counter(self._cancel_calls)
+
+    def link_canceled(self, reference: str) -> bool:
+        """Whether the link of the charge ``reference`` was withdrawn."""
+        with self._lock:
+            charge = self._by_reference.get(reference)
+            return charge is not None and charge.canceled
 
     @property
     def refund_calls(self) -> Counter[str]:

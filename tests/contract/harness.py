@@ -70,7 +70,9 @@ class Harness(Protocol):
     def pay_link(self, charge_reference: str, *, late: bool = False) -> None:
         """Act as the customer: follow the link of this charge and pay it (pay-by-link
         gateways). ``late``: complete it even though the link has expired (a transfer started
-        in time that the bank confirmed after the expiry)."""
+        in time that the bank confirmed after the expiry). Raises
+        :class:`httpx.HTTPStatusError` when the fake refuses: the link cannot be paid (paid
+        already, expired without ``late``, or withdrawn)."""
         ...
 
     def expire_link(self, charge_reference: str) -> None:

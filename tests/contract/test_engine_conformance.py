@@ -381,6 +381,40 @@ def test_a_link_paid_after_it_expired_is_recorded_late_and_pays_the_open_invoice
     assert links.engine.audit().balanced
 
 
+def test_a_live_link_of_an_invoice_paid_another_way_is_withdrawn(links: World):
+    """An expired link paid late pays the invoice while the retry's link is live: the engine
+    withdraws the live one where the gateway can, so the customer cannot pay twice."""
+    subscription = links.subscribe("c1", Behavior.NEVER_PAY)
+    links.step_until(lambda: len(links.payments(subscription)) == 2, START + timedelta(days=20))
+    expired, live = links.payments(subscription)
+    assert expired.reference is not None
+    assert live.reference is not None
+    assert live.status is PaymentStatus.REQUIRES_ACTION
+    links.payers.pay_link(expired.reference, late=True)
+    links.deliver()
+    [invoice] = links.engine.invoices(subscription_id=subscription)
+    assert invoice.status is InvoiceStatus.PAID
+
+    report = links.engine.reconcile()
+
+    if not links.capable(Capability.LINK_CANCELLATION):
+        assert report.link_cancellations == 0
+        assert links.gateway_says(live) is PaymentStatus.REQUIRES_ACTION, "still payable"
+        return
+    assert report.link_cancellations == 1
+    [_, withdrawn] = links.payments(subscription)
+    assert (withdrawn.id, withdrawn.status) == (live.id, PaymentStatus.CANCELED)
+    assert links.gateway_says(withdrawn) is PaymentStatus.FAILED, "no longer payable"
+    with pytest.raises(InvalidArgument):
+        links.payers.pay_link(live.reference)
+    assert links.event_names().count("payment.link_canceled") == 1
+    links.run_until(links.clock.now() + timedelta(days=10))
+    assert links.engine.reconcile().link_cancellations == 0
+    assert links.sim.charges_taken("c1") == 1
+    assert links.engine.credit_balance("c1", links.sim.currency).amount.is_zero()
+    assert links.engine.audit().balanced
+
+
 # -- charges: every gateway -----------------------------------------------------------------
 
 

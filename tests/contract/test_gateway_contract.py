@@ -12,14 +12,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.money import Money
-from billing.domain.payments import DeclineKind, PaymentResult, PaymentStatus
+from billing.domain.payments import DeclineKind, ErrorCode, PaymentResult, PaymentStatus
 from billing.ports import (
+    CancelLinkRequest,
+    Capability,
     ChargeRequest,
+    LinkCancellation,
+    LinkCancellationStatus,
     PaymentGateway,
     RefundRequest,
     RefundResult,
@@ -219,3 +224,136 @@ def test_repeating_a_refund_key_refunds_once(harness: Harness):
     assert refund(harness, reference, first, key).status is answer.status
     # Had the repeat refunded again, nothing (or less than ``rest``) would be left.
     assert refund(harness, reference, rest).status in ACCEPTED
+
+
+# -- withdrawing payment links -----------------------------------------------------------------
+
+
+def cancel_link(harness: Harness, payer: Payer, key: str, reference: str) -> LinkCancellation:
+    return harness.gateway.cancel_link(
+        CancelLinkRequest(
+            idempotency_key=key,
+            reference=reference,
+            amount=harness.amount,
+            customer_id=payer.customer_id,
+            at=AT,
+        )
+    )
+
+
+def test_withdrawing_a_settled_charge_is_too_late_or_refused_when_undeclared(harness: Harness):
+    payer, key = harness.approving(), new_key()
+    result = charge(harness, payer, key)
+    assert result.reference is not None
+    if Capability.LINK_CANCELLATION not in harness.gateway.capabilities:
+        with pytest.raises(GatewayError) as refused:
+            cancel_link(harness, payer, key, result.reference)
+        assert refused.value.code == ErrorCode.INVALID_REQUEST
+        return
+    answer = cancel_link(harness, payer, key, result.reference)
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert (answer.payment.status, answer.payment.reference) == (result.status, result.reference)
+    if harness.charges_for is not None:
+        assert harness.charges_for(payer.customer_id) == 1, "nothing was undone"
+
+
+LINK_KEY = "in_link-1"
+
+
+def fake_link(behavior: Behavior) -> tuple[FakeGateway, str]:
+    """A fake gateway with one live link (a ``pay_by_link`` or ``link_expires`` charge)."""
+    gateway = FakeGateway(pending_for=timedelta(days=2))
+    gateway.script("cus_link", behavior)
+    result = charge(
+        Harness(
+            gateway=gateway,
+            amount=Money.of("15000", "CLP"),
+            approving=lambda: Payer("cus_link", "pm"),
+            soft_declining=lambda: Payer("cus_link", "pm"),
+            hard_declining=lambda: Payer("cus_link", "pm"),
+        ),
+        Payer("cus_link", "pm"),
+        LINK_KEY,
+    )
+    assert result.status is PaymentStatus.REQUIRES_ACTION
+    assert result.reference is not None
+    return gateway, result.reference
+
+
+def fake_cancel(gateway: FakeGateway, reference: str, at: datetime = AT) -> LinkCancellation:
+    return gateway.cancel_link(
+        CancelLinkRequest(
+            idempotency_key=LINK_KEY,
+            reference=reference,
+            amount=Money.of("15000", "CLP"),
+            customer_id="cus_link",
+            at=at,
+        )
+    )
+
+
+def fake_sync(gateway: FakeGateway, at: datetime = AT) -> PaymentResult | None:
+    return gateway.sync(
+        SyncRequest(
+            idempotency_key=LINK_KEY,
+            reference=None,
+            amount=Money.of("15000", "CLP"),
+            customer_id="cus_link",
+            at=at,
+        )
+    )
+
+
+@pytest.mark.parametrize("behavior", [Behavior.PAY_BY_LINK, Behavior.LINK_EXPIRES])
+def test_the_fake_withdraws_a_live_link_for_good(behavior: Behavior):
+    gateway, reference = fake_link(behavior)
+
+    assert fake_cancel(gateway, reference).status is LinkCancellationStatus.CANCELED
+
+    assert gateway.link_canceled(reference)
+    later = AT + timedelta(days=5)  # when the payer would have paid, or the link expired
+    assert fake_cancel(gateway, reference, later).status is LinkCancellationStatus.CANCELED
+    withdrawn = fake_sync(gateway, later)
+    assert withdrawn is not None
+    assert (withdrawn.status, withdrawn.error, withdrawn.code) == (
+        PaymentStatus.FAILED,
+        ErrorCode.PAYER_ABANDONED,
+        "canceled",
+    )
+    with pytest.raises(InvalidArgument):
+        gateway.pay_link(reference, later)
+    with pytest.raises(InvalidArgument):
+        gateway.pay_expired_link(reference, later)
+    assert gateway.charges_taken() == []
+    assert gateway.link_cancellation_calls[reference] == 2
+
+
+def test_the_fake_says_too_late_for_a_link_paid_or_expired_first():
+    paid, reference = fake_link(Behavior.PAY_BY_LINK)
+    paid.pay_link(reference, AT)
+    answer = fake_cancel(paid, reference)
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert answer.payment.status is PaymentStatus.SUCCEEDED
+    assert len(paid.charges_taken()) == 1
+
+    expired, reference = fake_link(Behavior.LINK_EXPIRES)
+    answer = fake_cancel(expired, reference, AT + timedelta(days=3))
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert answer.payment.error is ErrorCode.PAYER_ABANDONED
+    expired.pay_expired_link(reference, AT + timedelta(days=3))  # still payable late
+
+
+def test_the_fake_loses_link_cancellation_answers_on_demand():
+    gateway, reference = fake_link(Behavior.PAY_BY_LINK)
+    gateway.lose_link_cancellation_answers(before_canceling=True)
+    with pytest.raises(TimeoutError):
+        fake_cancel(gateway, reference)
+    assert not gateway.link_canceled(reference)
+    gateway.lose_link_cancellation_answers()
+    with pytest.raises(TimeoutError):
+        fake_cancel(gateway, reference)
+    assert gateway.link_canceled(reference)
+    assert fake_cancel(gateway, reference).status is LinkCancellationStatus.CANCELED

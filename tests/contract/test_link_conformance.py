@@ -12,14 +12,17 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from billing.domain.errors import GatewayError
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
+    LinkCancellationStatus,
     Notification,
     RefundRequest,
     RefundStatus,
@@ -202,6 +205,91 @@ def test_no_secret_reaches_logs_or_reprs(harness: Harness, caplog: pytest.LogCap
         assert secret not in seen
 
 
+def cancel_request(request: ChargeRequest, reference: str) -> CancelLinkRequest:
+    """Withdraw the link of the charge ``request`` made."""
+    return CancelLinkRequest(
+        idempotency_key=request.idempotency_key,
+        reference=reference,
+        amount=request.amount,
+        customer_id=request.customer_id,
+        customer_reference=request.customer_reference,
+        at=request.at,
+    )
+
+
+def withdraws_links(harness: Harness) -> bool:
+    """Whether the gateway declares link withdrawal; one that does not refuses it."""
+    if Capability.LINK_CANCELLATION in harness.gateway.capabilities:
+        return True
+    payer = harness.payer("approve")
+    request = charge_request(harness, payer)
+    with pytest.raises(GatewayError) as refused:
+        harness.gateway.cancel_link(cancel_request(request, link(harness, payer, request)))
+    assert refused.value.code == ErrorCode.INVALID_REQUEST
+    return False
+
+
+def test_a_live_link_is_withdrawn_and_can_no_longer_be_paid(harness: Harness):
+    if not withdraws_links(harness):
+        return
+    payer = harness.payer("approve")
+    request = charge_request(harness, payer)
+    reference = link(harness, payer, request)
+
+    withdrawn = harness.gateway.cancel_link(cancel_request(request, reference))
+
+    assert withdrawn.status is LinkCancellationStatus.CANCELED
+    assert withdrawn.payment is None
+    again = harness.gateway.cancel_link(cancel_request(request, reference))
+    assert again.status is LinkCancellationStatus.CANCELED, "withdrawing is idempotent"
+    with pytest.raises(httpx.HTTPStatusError):
+        harness.pay_link(reference)
+    with pytest.raises(httpx.HTTPStatusError):
+        harness.pay_link(reference, late=True)
+    found = harness.gateway.sync(sync_request(request, reference))
+    assert found is not None
+    assert found.status is PaymentStatus.FAILED, "a withdrawn link is a payment never made"
+    assert found.error is ErrorCode.PAYER_ABANDONED
+    assert harness.charges_taken(payer) == 0
+
+
+def test_withdrawing_a_paid_link_is_too_late_and_says_it_succeeded(harness: Harness):
+    if not withdraws_links(harness):
+        return
+    payer = harness.payer("approve")
+    request = charge_request(harness, payer)
+    reference = link(harness, payer, request)
+    harness.pay_link(reference)
+
+    answer = harness.gateway.cancel_link(cancel_request(request, reference))
+
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert answer.payment.status is PaymentStatus.SUCCEEDED
+    assert answer.payment.reference == reference
+    assert harness.charges_taken(payer) == 1, "nothing was undone"
+
+
+def test_withdrawing_an_expired_link_never_makes_it_paid(harness: Harness):
+    if not withdraws_links(harness):
+        return
+    payer = harness.payer("approve")
+    request = charge_request(harness, payer)
+    reference = link(harness, payer, request)
+    harness.expire_link(reference)
+
+    answer = harness.gateway.cancel_link(cancel_request(request, reference))
+
+    if answer.status is LinkCancellationStatus.TOO_LATE:  # the gateway keeps expired links
+        assert answer.payment is not None
+        assert answer.payment.status is PaymentStatus.FAILED
+        assert answer.payment.error is ErrorCode.PAYER_ABANDONED
+    else:  # the gateway deleted it: not even a late payment can complete it now
+        with pytest.raises(httpx.HTTPStatusError):
+            harness.pay_link(reference, late=True)
+    assert harness.charges_taken(payer) == 0
+
+
 @pytest.mark.parametrize("name", list(LINK_HARNESSES))
 def test_the_link_flow_holds_over_loopback_sockets(name: str):
     harness = LINK_HARNESSES[name]("loopback")
@@ -217,5 +305,12 @@ def test_the_link_flow_holds_over_loopback_sockets(name: str):
         facts = harness.gateway.parse_notification(harness.notification(reference))
         assert facts.charge_reference == reference
         assert harness.charges_taken(payer) == 1
+        if Capability.LINK_CANCELLATION in harness.gateway.capabilities:
+            other = charge_request(harness, payer)
+            live = link(harness, payer, other)
+            withdrawn = harness.gateway.cancel_link(cancel_request(other, live))
+            assert withdrawn.status is LinkCancellationStatus.CANCELED
+            paid_already = harness.gateway.cancel_link(cancel_request(request, reference))
+            assert paid_already.status is LinkCancellationStatus.TOO_LATE
     finally:
         harness.close()

@@ -128,3 +128,46 @@ def test_fake_app_reads_its_credentials(monkeypatch: pytest.MonkeyPatch):
         url = "https://khipu.com/banks"
         good = {"Authorization": wire.authorization("777", "zz", "GET", url)}
         assert client.get(url, headers=good).status_code == 200
+
+
+def test_delete_takes_only_a_pending_payment_and_a_deleted_one_is_gone(client, fake):
+    url = "https://khipu.com/api/2.0/payments"
+    ids = []
+    for tid in ("t1", "t2", "t3"):
+        form = {"subject": "Plan", "currency": "CLP", "amount": "1000", "transaction_id": tid}
+        ids.append(client.post(url, data=form, headers=signed("POST", url, form)).json())
+    pending, paid, verifying = (created["payment_id"] for created in ids)
+    fake.pay(paid)
+    fake.verify(verifying)
+
+    def delete(payment_id: str) -> httpx.Response:
+        target = f"{url}/{payment_id}"
+        return client.delete(target, headers=signed("DELETE", target))
+
+    assert delete(pending).status_code == 200
+    assert delete(pending).status_code == 400, "gone: a deleted payment is unknown"
+    for refused in (paid, verifying):
+        response = delete(refused)
+        assert response.status_code == 400
+        assert response.json()["errors"] == [
+            {"field": "id", "message": "Solo se pueden borrar pagos pendientes de pagar"}
+        ]
+    target = f"{url}/{pending}"
+    assert client.get(target, headers=signed("GET", target)).status_code == 400
+    with pytest.raises(ValueError, match="no payment"):
+        fake.pay(pending)
+    assert client.post("http://fake/_fake/pay", json={"payment_id": pending}).status_code == 400
+    assert [p["deleted"] for p in fake.payments()] == [True, False, False]
+    assert fake.paid() == 1
+
+
+def test_a_lost_delete_answer_still_deletes(client, fake):
+    url = "https://khipu.com/api/2.0/payments"
+    form = {"subject": "Plan", "currency": "CLP", "amount": "1000"}
+    payment_id = client.post(url, data=form, headers=signed("POST", url, form)).json()["payment_id"]
+    assert client.post("http://fake/_fake/faults", json={"delete_timeouts": 1}).status_code == 200
+    target = f"{url}/{payment_id}"
+    with pytest.raises(httpx.ReadTimeout):
+        client.delete(target, headers=signed("DELETE", target))
+    assert fake.payments()[0]["deleted"] is True
+    assert client.get("http://fake/_fake/faults").json()["delete_timeouts"] == 0

@@ -17,8 +17,10 @@ from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentStatus, RefundStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
+    LinkCancellationStatus,
     Notification,
     RefundRequest,
     SyncRequest,
@@ -370,3 +372,136 @@ def test_over_loopback_sockets(fake):
         fake.inject(charge_timeouts=1)
         assert gateway.charge(charge("inv_2-1")).status is PaymentStatus.UNKNOWN
         assert len(fake.payments("inv_2-1")) == 1
+
+
+# -- withdrawing a link (cancel_link: DELETE /payments/{id}) -----------------------------------
+
+
+def cancel(reference: str, key: str = "inv_1-1") -> CancelLinkRequest:
+    return CancelLinkRequest(
+        idempotency_key=key, reference=reference, amount=AMOUNT, customer_id="c1", at=AT
+    )
+
+
+def delete(fake: FakeKhipu, payment_id: str) -> httpx.Response:
+    """``DELETE /payments/{id}`` as Khipu's own client sends it, signed."""
+    url = f"{BASE}/payments/{payment_id}"
+    with httpx.Client(transport=InProcessTransport(fake.app)) as client:
+        return client.delete(
+            url, headers={"Authorization": wire.authorization(RECEIVER, SECRET, "DELETE", url)}
+        )
+
+
+def test_cancel_link_deletes_a_pending_payment_once_and_again_is_canceled(gateway, fake):
+    assert Capability.LINK_CANCELLATION in gateway.capabilities
+    sent = gateway.charge(charge())
+
+    withdrawn = gateway.cancel_link(cancel(sent.reference))
+
+    assert withdrawn.status is LinkCancellationStatus.CANCELED
+    assert withdrawn.payment is None
+    [book] = fake.payments("inv_1-1")
+    assert book["deleted"] is True
+    with pytest.raises(ValueError, match="no payment"):
+        fake.pay(sent.reference)
+    with pytest.raises(ValueError, match="no payment"):
+        fake.pay(sent.reference, late=True)
+    again = gateway.cancel_link(cancel(sent.reference))
+    assert again.status is LinkCancellationStatus.CANCELED, "a repeat: Khipu no longer has it"
+    assert fake.received["payments.delete"] == 2
+    result = gateway.sync(sync(reference=sent.reference))
+    assert (result.status, result.error) == (PaymentStatus.FAILED, ErrorCode.PAYER_ABANDONED)
+    assert fake.paid(PAYER) == 0
+
+
+def test_cancel_link_of_a_paid_payment_is_too_late_and_says_it_succeeded(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.pay(sent.reference)
+    refused = delete(fake, sent.reference)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "id"
+
+    answer = gateway.cancel_link(cancel(sent.reference))
+
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert (answer.payment.status, answer.payment.reference) == (
+        PaymentStatus.SUCCEEDED,
+        sent.reference,
+    )
+    assert answer.code == "400"
+    assert fake.payments("inv_1-1")[0]["deleted"] is False
+    assert fake.paid(PAYER) == 1
+
+
+def test_cancel_link_of_a_transfer_being_verified_is_too_late_and_pending(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.verify(sent.reference)
+
+    answer = gateway.cancel_link(cancel(sent.reference))
+
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert answer.payment.status is PaymentStatus.PENDING
+    fake.pay(sent.reference)  # the transfer is confirmed: nothing stopped it
+    assert fake.paid(PAYER) == 1
+
+
+def test_cancel_link_of_an_expired_pending_payment_deletes_it(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.expire(sent.reference)
+
+    assert gateway.cancel_link(cancel(sent.reference)).status is LinkCancellationStatus.CANCELED
+
+    with pytest.raises(ValueError, match="no payment"):
+        fake.pay(sent.reference, late=True)
+
+
+def test_a_lost_delete_answer_raises_and_asking_again_is_canceled(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.inject(delete_timeouts=1)
+
+    with pytest.raises(GatewayError) as lost:
+        gateway.cancel_link(cancel(sent.reference))
+
+    assert lost.value.retryable
+    assert lost.value.code == ErrorCode.GATEWAY_TIMEOUT
+    assert fake.payments("inv_1-1")[0]["deleted"] is True, "Khipu deleted it all the same"
+    assert gateway.cancel_link(cancel(sent.reference)).status is LinkCancellationStatus.CANCELED
+
+
+def test_cancel_link_failures_raise_and_delete_nothing(gateway, fake):
+    sent = gateway.charge(charge())
+    fake.inject(server_errors=1)
+    with pytest.raises(GatewayError) as failed:
+        gateway.cancel_link(cancel(sent.reference))
+    assert failed.value.retryable
+    assert fake.payments("inv_1-1")[0]["deleted"] is False
+    with (
+        KhipuGateway(
+            RECEIVER, "wrong-secret-000", base_url=BASE, transport=InProcessTransport(fake.app)
+        ) as bad,
+        pytest.raises(GatewayAuthenticationFailed),
+    ):
+        bad.cancel_link(cancel(sent.reference))
+    assert fake.payments("inv_1-1")[0]["deleted"] is False
+
+
+def test_cancel_link_over_loopback_sockets(fake):
+    with (
+        serve(fake.app) as root,
+        KhipuGateway(RECEIVER, SECRET, base_url=root + "/api/2.0", timeout=10.0) as gateway,
+    ):
+        sent = gateway.charge(charge())
+        paid = gateway.charge(charge("inv_2-1"))
+        fake.pay(paid.reference)
+        fake.inject(delete_timeouts=1)
+        with pytest.raises(GatewayError):
+            gateway.cancel_link(cancel(sent.reference))
+        canceled = gateway.cancel_link(cancel(sent.reference))
+        assert canceled.status is LinkCancellationStatus.CANCELED
+        too_late = gateway.cancel_link(cancel(paid.reference, "inv_2-1"))
+        assert too_late.status is LinkCancellationStatus.TOO_LATE
+        assert too_late.payment is not None
+        assert too_late.payment.status is PaymentStatus.SUCCEEDED
+        assert [p["deleted"] for p in fake.payments()] == [True, False]

@@ -545,3 +545,34 @@ def test_notification_for_each_state(client: httpx.Client, fake: FakePayvalida) 
     _, body = fake.notification("ord1")
     assert json.loads(body)["status"] == "cancelled"
     assert Decimal(json.loads(body)["amount"]) == Decimal("9500")
+
+
+def test_delete_refuses_a_paid_or_expired_order_with_0041_and_checks_the_checksum(
+    client: httpx.Client, fake: FakePayvalida
+) -> None:
+    create(client, order())
+    create(client, order("ord2"))
+    fake.pay("ord1")
+    fake.expire("ord2")
+    for number in ("ord1", "ord2", "unknown1"):
+        refused = client.delete(f"/api/v3/porders/{number}", params=lookup(number))
+        assert refused.json()["CODE"] == "0041"
+    assert (state(client, "ord1"), state(client, "ord2")) == ("APROBADA", "VENCIDA")
+    create(client, order("ord3"))
+    forged = client.delete("/api/v3/porders/ord3", params=lookup("ord3", secret="x"))
+    assert forged.json()["CODE"] == "0025"
+    assert state(client, "ord3") == "PENDIENTE"
+
+
+def test_a_deleted_order_cannot_be_paid_even_late_and_a_lost_answer_still_deletes(
+    client: httpx.Client, fake: FakePayvalida
+) -> None:
+    create(client, order())
+    fake.inject(delete_timeouts=1)
+    with pytest.raises(httpx.ReadTimeout):
+        client.delete("/api/v3/porders/ord1", params=lookup("ord1"))
+    assert state(client, "ord1") == "CANCELADA"
+    with pytest.raises(ValueError, match="CANCELADA"):
+        fake.pay("ord1", late=True)
+    assert client.post("/_fake/pay", json={"order": "ord1"}).status_code == 400
+    assert client.get("/_fake/faults").json()["delete_timeouts"] == 0

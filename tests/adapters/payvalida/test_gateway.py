@@ -18,9 +18,11 @@ from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, ErrorCode, PaymentStatus
 from billing.ports import (
     AttachRequest,
+    CancelLinkRequest,
     Capability,
     ChargeRequest,
     CustomerRequest,
+    LinkCancellationStatus,
     Notification,
     RefundRequest,
     SyncRequest,
@@ -111,6 +113,7 @@ def test_capabilities_and_currency() -> None:
         Capability.NOTIFICATIONS,
         Capability.SIGNED_NOTIFICATIONS,
         Capability.IDEMPOTENT_CHARGES,
+        Capability.LINK_CANCELLATION,
     }
     assert PayvalidaGateway.currencies == {"COP"}
 
@@ -504,3 +507,156 @@ def test_the_whole_path_over_loopback(fake: FakePayvalida) -> None:
         paid = gateway.sync(sync())
         assert paid is not None
         assert paid.status is PaymentStatus.SUCCEEDED
+
+
+# -- withdrawing a link (cancel_link: deleting the order) --------------------------------------
+
+
+def cancel(reference: str, key: str = "inv_1-1") -> CancelLinkRequest:
+    return CancelLinkRequest(
+        idempotency_key=key, reference=reference, amount=AMOUNT, customer_id="cus_1", at=AT
+    )
+
+
+class Recorder(httpx.BaseTransport):
+    """The fake's transport, keeping every request sent."""
+
+    def __init__(self, fake: FakePayvalida) -> None:
+        self.inner = InProcessTransport(fake.app)
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        return self.inner.handle_request(request)
+
+
+def test_cancel_link_deletes_the_pending_order_with_its_checksum(fake: FakePayvalida) -> None:
+    recorder = Recorder(fake)
+    with make_gateway(fake, transport=recorder) as gateway:
+        first = gateway.charge(charge())
+        order = wire.order_id("inv_1-1")
+        assert first.reference == order
+
+        withdrawn = gateway.cancel_link(cancel(order))
+
+        assert withdrawn.status is LinkCancellationStatus.CANCELED
+        assert withdrawn.code == "0000"
+        [deleted] = [r for r in recorder.sent if r.method == "DELETE"]
+        assert deleted.url.path == f"/api/v3/porders/{order}"
+        assert dict(deleted.url.params) == {
+            "merchant": MERCHANT,
+            "checksum": wire.sha512_hex(order, MERCHANT, SECRET),
+        }
+        assert deleted.content == b""
+    assert fake.state(order) == wire.CANCELLED
+    with pytest.raises(ValueError, match="CANCELADA"):
+        fake.pay(order)
+    with pytest.raises(ValueError, match="CANCELADA"):
+        fake.pay(order, late=True)
+    assert fake.payments_by(EMAIL) == 0
+
+
+def test_cancel_link_again_is_canceled_and_sync_says_deleted(gateway: PayvalidaGateway) -> None:
+    order = gateway.charge(charge()).reference or ""
+    assert gateway.cancel_link(cancel(order)).status is LinkCancellationStatus.CANCELED
+    again = gateway.cancel_link(cancel(order))
+    assert again.status is LinkCancellationStatus.CANCELED, "deleted before: a repeat"
+    assert again.code == wire.NOT_FOUND
+    result = gateway.sync(sync())
+    assert result is not None
+    assert (result.status, result.error, result.code) == (
+        PaymentStatus.FAILED,
+        ErrorCode.PAYER_ABANDONED,
+        "cancelled",
+    )
+    unknown = gateway.cancel_link(cancel("neverregistered1"))
+    assert unknown.status is LinkCancellationStatus.CANCELED, "nothing to pay"
+
+
+def test_cancel_link_of_a_paid_order_is_too_late_and_says_it_succeeded(
+    gateway: PayvalidaGateway, fake: FakePayvalida
+) -> None:
+    order = gateway.charge(charge()).reference or ""
+    fake.pay(order)
+
+    answer = gateway.cancel_link(cancel(order))
+
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.code == wire.NOT_FOUND
+    assert answer.payment is not None
+    assert (answer.payment.status, answer.payment.reference) == (PaymentStatus.SUCCEEDED, order)
+    assert fake.state(order) == wire.APPROVED
+
+
+def test_cancel_link_of_an_expired_order_is_too_late_and_expired(
+    gateway: PayvalidaGateway, fake: FakePayvalida
+) -> None:
+    order = gateway.charge(charge()).reference or ""
+    fake.expire(order)
+
+    answer = gateway.cancel_link(cancel(order))
+
+    assert answer.status is LinkCancellationStatus.TOO_LATE
+    assert answer.payment is not None
+    assert (answer.payment.status, answer.payment.error) == (
+        PaymentStatus.FAILED,
+        ErrorCode.PAYER_ABANDONED,
+    )
+    assert fake.state(order) == wire.EXPIRED, "an expired order cannot be deleted"
+
+
+def test_a_lost_delete_answer_raises_and_asking_again_is_canceled(
+    gateway: PayvalidaGateway, fake: FakePayvalida
+) -> None:
+    order = gateway.charge(charge()).reference or ""
+    fake.inject(delete_timeouts=1)
+
+    with pytest.raises(GatewayError) as lost:
+        gateway.cancel_link(cancel(order))
+
+    assert lost.value.retryable
+    assert fake.state(order) == wire.CANCELLED, "Payvalida deleted it all the same"
+    assert gateway.cancel_link(cancel(order)).status is LinkCancellationStatus.CANCELED
+
+
+def test_cancel_link_failures_raise_and_delete_nothing(fake: FakePayvalida) -> None:
+    with make_gateway(fake) as gateway:
+        order = gateway.charge(charge()).reference or ""
+        fake.inject(server_errors=1)
+        with pytest.raises(GatewayError) as failed:
+            gateway.cancel_link(cancel(order))
+        assert failed.value.retryable
+    with make_gateway(fake, "wrong") as bad, pytest.raises(GatewayAuthenticationFailed):
+        bad.cancel_link(cancel(order))
+    assert fake.state(order) == wire.PENDING
+
+
+def test_cancel_link_over_loopback(fake: FakePayvalida) -> None:
+    with (
+        serve(fake.app) as url,
+        make_gateway(fake, base_url=url, transport=httpx.HTTPTransport()) as gateway,
+    ):
+        live = gateway.charge(charge()).reference or ""
+        paid = gateway.charge(charge("inv_1-2")).reference or ""
+        fake.pay(paid)
+        fake.inject(delete_timeouts=1)
+        with pytest.raises(GatewayError):
+            gateway.cancel_link(cancel(live))
+        assert gateway.cancel_link(cancel(live)).status is LinkCancellationStatus.CANCELED
+        too_late = gateway.cancel_link(cancel(paid, "inv_1-2"))
+        assert too_late.status is LinkCancellationStatus.TOO_LATE
+        assert too_late.payment is not None
+        assert too_late.payment.status is PaymentStatus.SUCCEEDED
+        with httpx.Client(timeout=10) as browser:
+            page = browser.get(f"{url}/checkout", params={"token": _token(fake, live)})
+            assert "CANCELADA" in page.text
+            assert (
+                browser.post(f"{url}/checkout", params={"token": _token(fake, live)}).status_code
+                == 409
+            )
+    assert (fake.state(live), fake.state(paid)) == (wire.CANCELLED, wire.APPROVED)
+
+
+def _token(fake: FakePayvalida, order: str) -> str:
+    link = str(fake.order(order)["checkout"])
+    return link.rsplit("token=", 1)[1]
