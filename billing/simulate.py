@@ -970,7 +970,7 @@ def _run_table(figures: Figures) -> Table:
         ("renewals billed", f"{figures.renewals:,}"),
         ("invoices / charges", f"{figures.invoices:,} / {figures.charges:,}"),
         ("API operations (refused)", f"{figures.operations:,} ({figures.refused:,})"),
-        ("sign-ups through the API", f"{seconds['setup']:.1f} s"),
+        ("sign-ups (sign_up_many)", f"{seconds['setup']:.1f} s"),
         ("billing runs (run_due)", f"{seconds['billing']:.1f} s"),
         ("cancellations, plan changes, cards", f"{seconds['operations']:.1f} s"),
         ("audit", f"{seconds['audit']:.1f} s"),
