@@ -1,11 +1,13 @@
 """Scenario files: parsing and validation of a declarative billing history into frozen values.
 
 A scenario file is YAML (a JSON document is YAML too). It names a clock window (``start`` to
-``until``), the plans, customers and subscriptions that exist, and the events that happen on the
-way (plan changes, cancellations, payment behaviour changes...). :func:`load_scenario` turns its
-text into a :class:`Scenario`; :func:`read_scenario` reads it from a file first. Nothing is run
-here: the values are checked, built through the domain's constructors (so a plan, a tax or an
-exchange rate is refused exactly as the engine would refuse it) and returned.
+``until``), the engine settings it runs with, the plans, customers and subscriptions that exist,
+and the events that happen on the way (subscriptions made later, plan changes, cancellations,
+refunds, reconciliations, expired links paid late, payment behaviour changes...).
+:func:`load_scenario` turns its text into a :class:`Scenario`; :func:`read_scenario` reads it
+from a file first. Nothing is run here: the values are checked, built through the domain's
+constructors (so a plan, a tax or an exchange rate is refused exactly as the engine would refuse
+it) and returned.
 
 Every problem is one :class:`ScenarioError`, which names the file, the line, the field and the
 rule::
@@ -21,8 +23,8 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -32,9 +34,10 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.reader import ReaderError
 
+from billing.config import Settings
 from billing.domain import _checks
 from billing.domain.catalog import Plan
-from billing.domain.dunning import RetryPolicy
+from billing.domain.dunning import AfterRetries, RetryPolicy
 from billing.domain.errors import FloatNotAllowed, InvalidArgument, NaiveDatetime
 from billing.domain.exchange import ExchangeRate
 from billing.domain.money import Currency, Rounding, exact
@@ -44,7 +47,11 @@ from billing.testing import simulation
 
 __all__ = [
     "ACTIONS",
+    "CUSTOMER_PAYMENTS",
+    "DELIVERIES",
+    "LOST_ANSWERS",
     "PAYMENT_BEHAVIORS",
+    "SETTINGS",
     "CustomerSpec",
     "EventSpec",
     "Scenario",
@@ -63,10 +70,42 @@ PAYMENT_BEHAVIORS: Final[tuple[str, ...]] = (
     "never_pay",
     "pay_by_link",
     "link_expires",
+    "pay_late_native",
 )
 """How a customer's payments go (on each gateway, as ``docs/scenarios.md`` tabulates). The
 gateways a scenario can run on are those with a simulation
-(:func:`billing.testing.simulation.names`)."""
+(:func:`billing.testing.simulation.names`). ``pay_late_native`` is ``pay_late`` as the gateway's
+own fake does it (on a pay-by-link gateway: paid when the link expires, not two days after the
+engine recorded the expiry)."""
+
+CUSTOMER_PAYMENTS: Final[tuple[str, ...]] = (*PAYMENT_BEHAVIORS, "none")
+"""A customer's ``payment``: a behavior, or ``none`` (no payment method at all)."""
+
+DELIVERIES: Final[tuple[str, ...]] = ("once", "twice", "lost")
+"""How the gateway's notification of a late payment reaches the engine (``pay_expired_link``)."""
+
+LOST_ANSWERS: Final[tuple[str, ...]] = ("after", "before")
+"""When a gateway loses a refund's answer: ``after`` it refunded, or ``before`` (the request never
+arrived; the in-process fake only)."""
+
+SETTINGS: Final[tuple[str, ...]] = (
+    "final_debt",
+    "refunds_return_credit",
+    "late_payment_days",
+    "invoice_prefix",
+    "lease_seconds",
+    "reconcile_after_seconds",
+    "gateway_timeout_seconds",
+    "batch_size",
+)
+"""The engine :class:`~billing.config.Settings` fields a scenario's ``settings`` may set: those
+that change what is billed or when (and ``batch_size``, which changes the order of the events
+of one instant). ``proration`` is the top-level key; the others (threads, the worker's ticks,
+the database) change how the work is done, not its outcome: a scenario runs one thread."""
+
+_NUMBER_SETTINGS: Final = frozenset(
+    {"late_payment_days", "lease_seconds", "reconcile_after_seconds", "gateway_timeout_seconds"}
+)
 
 ACTIONS: Final[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = MappingProxyType(
     {
@@ -75,9 +114,16 @@ ACTIONS: Final[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = MappingP
         "cancel": (("subscription",), ("at_period_end",)),
         "pause": (("subscription",), ("resume_at",)),
         "resume": (("subscription",), ()),
-        "grant_credit": (("customer", "amount"), ()),
-        "refund": (("invoice",), ("amount",)),
+        "grant_credit": (("customer", "amount"), ("currency",)),
+        "refund": (("invoice",), ("attempt", "amount", "lose_answer")),
         "replace_payment_method": (("customer", "payment"), ()),
+        "subscribe": (
+            ("ref", "customer", "plan"),
+            ("start", "trial_end", "tax", "prorate", "cycles"),
+        ),
+        "reconcile": ((), ()),
+        "pay_expired_link": (("invoice",), ("attempt", "delivery")),
+        "lose_refund_answer": (("gateway",), ("when",)),
     }
 )
 """Each event action, with its required and its optional argument keys."""
@@ -109,7 +155,7 @@ class CustomerSpec:
     """An IANA timezone name, already checked."""
     gateway: str
     payment: str
-    """One of :data:`PAYMENT_BEHAVIORS`."""
+    """One of :data:`CUSTOMER_PAYMENTS` (``none``: the customer has no payment method)."""
     credit: Decimal
     """Credit granted at the start, in the currency of the customer's subscriptions."""
     line: int
@@ -135,9 +181,10 @@ class SubscriptionSpec:
 class EventSpec:
     """One event: an action (a key of :data:`ACTIONS`) at an instant, with typed arguments.
 
-    ``args`` holds only the keys the file wrote: refs as ``str``, instants as aware UTC
-    datetimes, amounts as ``Decimal``, flags as ``bool``, ``behavior`` as a
-    :class:`ProrationBehavior`.
+    ``args`` holds only the keys the file wrote: refs (and other names) as ``str``, instants as
+    aware UTC datetimes, amounts as ``Decimal``, attempt numbers and cycles as ``int``, flags as
+    ``bool``, ``behavior`` as a :class:`ProrationBehavior`, a ``subscribe``'s ``tax`` as a
+    :class:`TaxRate`.
     """
 
     at: datetime
@@ -164,6 +211,12 @@ class Scenario:
     """Expected parts of the report (``invoices``, ``payments``, ``subscriptions``...), if any."""
     source: str = "<scenario>"
     """Where the scenario was read from, for error messages."""
+    settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    """Engine :class:`~billing.config.Settings` fields the file sets (names in
+    :data:`SETTINGS`), already checked; the others keep their defaults."""
+    fake_pending_for: timedelta | None = None
+    """How long the in-process fake gateway's waiting charges wait (its default, two days, when
+    ``None``)."""
 
 
 def read_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -396,6 +449,13 @@ class _Obj:
             raise self.error(key, "must be > 0", value)
         return result
 
+    def number(self, key: str) -> int | float:
+        """A plain number (an int, or a float: settings are not money)."""
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, "must be a number", value)
+        return value
+
     def currency(self, key: str) -> str:
         code = self.text(key)
         with self.checks(key):
@@ -487,7 +547,7 @@ def _unique(obj: _Obj, key: str, seen: dict[str, int], kind: str) -> str:
 def _scenario(top: _Obj) -> Scenario:
     top.keys(
         ("name", "start", "until", "plans", "customers", "subscriptions"),
-        ("proration", "exchange_rates", "events", "expect"),
+        ("proration", "settings", "fake_gateway", "exchange_rates", "events", "expect"),
     )
     name = top.text("name")
     start = top.instant("start")
@@ -498,14 +558,18 @@ def _scenario(top: _Obj) -> Scenario:
     if top.has("proration"):
         with top.checks("proration"):
             proration = _checks.member(ProrationUnit, top.data["proration"], "proration")
+    settings = _settings(top.mapping("settings")) if top.has("settings") else {}
+    pending = _fake_gateway(top.mapping("fake_gateway")) if top.has("fake_gateway") else None
     rates = _exchange_rates(top)
     plans, plan_lines = _plans(top, rates)
     customers, customer_lines = _customers(top)
     subscriptions, subscription_lines = _subscriptions(
         top, start, until, plan_lines, customer_lines
     )
+    items = top.items("events")
+    _subscribed_refs(items, subscription_lines)
     refs = {"plan": plan_lines, "customer": customer_lines, "subscription": subscription_lines}
-    events = [_event(event, start, until, refs) for event in top.items("events")]
+    events = [_event(event, start, until, refs) for event in items]
     return Scenario(
         name=name,
         start=start,
@@ -518,7 +582,53 @@ def _scenario(top: _Obj) -> Scenario:
         events=tuple(sorted(events, key=lambda event: event.at)),
         expect=_expectations(top),
         source=top.source,
+        settings=MappingProxyType(settings),
+        fake_pending_for=pending,
     )
+
+
+def _settings(item: _Obj) -> dict[str, object]:
+    """The ``settings`` section: engine settings by name, each checked as the engine checks it."""
+    if "proration" in item.data:
+        rule = "is the top-level proration key, not a setting"
+        raise ScenarioError(item.source, item.line_of("proration"), item.field("proration"), rule)
+    item.keys((), SETTINGS)
+    values: dict[str, object] = {}
+    for name in SETTINGS:
+        if not item.has(name):
+            continue
+        if name in _NUMBER_SETTINGS:
+            values[name] = item.number(name)
+        elif name == "refunds_return_credit":
+            values[name] = item.boolean(name)
+        elif name == "batch_size":
+            values[name] = item.integer(name, 1)
+        else:
+            values[name] = item.text(name)
+    with item.checks({name: name for name in SETTINGS}):
+        Settings(**values)  # type: ignore[arg-type]  # each value checked, naming its field
+    return values
+
+
+def _fake_gateway(item: _Obj) -> timedelta | None:
+    """The ``fake_gateway`` section: how long the in-process fake's waiting charges wait."""
+    item.keys((), ("pending_seconds",))
+    if not item.has("pending_seconds"):
+        return None
+    seconds = item.number("pending_seconds")
+    if seconds < 0:
+        raise item.error("pending_seconds", "must be >= 0", seconds)
+    return timedelta(seconds=seconds)
+
+
+def _subscribed_refs(items: Sequence[_Obj], subscriptions: dict[str, int]) -> None:
+    """Add the refs of the subscriptions ``subscribe`` events create to ``subscriptions``, so
+    that other events can name them (each must be new)."""
+    for item in items:
+        body = item.data.get("subscribe")
+        if isinstance(body, _Map) and body.get("ref") is not None:
+            obj = _Obj(item.source, body, item.field("subscribe"), item.line_of("subscribe"))
+            _unique(obj, "ref", subscriptions, "subscription ref")
 
 
 def _expectations(top: _Obj) -> Mapping[str, object] | None:
@@ -635,12 +745,29 @@ def _plans(top: _Obj, rates: Sequence[ExchangeRate]) -> tuple[tuple[Plan, ...], 
 
 
 def _retry(item: _Obj) -> RetryPolicy:
-    item.keys(("delays_days",), ("then", "max_attempts"))
-    delays = item.integers("delays_days", 1)
+    item.keys((), ("delays_days", "delays_seconds", "then", "max_attempts"))
+    if item.has("delays_days") == item.has("delays_seconds"):
+        given = "delays_seconds" if item.has("delays_seconds") else None
+        if given is None:
+            raise ScenarioError(
+                item.source, item.line, item.field("delays_days"), "required key is missing"
+            )
+        rule = "is a second schedule; give delays_days or delays_seconds, not both"
+        raise item.error(given, rule)
+    in_days = item.has("delays_days")
+    delays = item.integers("delays_days" if in_days else "delays_seconds", 1)
     then = item.text("then") if item.has("then") else "unpaid"
     attempts = item.integer("max_attempts", 1) if item.has("max_attempts") else None
-    with item.checks(_RETRY_FIELDS):
-        return RetryPolicy.of(delays, then=then, max_attempts=attempts)
+    if in_days:
+        with item.checks(_RETRY_FIELDS):
+            return RetryPolicy.of(delays, then=then, max_attempts=attempts)
+    fields = {**_RETRY_FIELDS, "retry.delays": "delays_seconds"}
+    with item.checks(fields):
+        return RetryPolicy(
+            delays=tuple(timedelta(seconds=second) for second in delays),
+            max_attempts=len(delays) + 1 if attempts is None else attempts,
+            then=AfterRetries.parse(then),
+        )
 
 
 def _customers(top: _Obj) -> tuple[tuple[CustomerSpec, ...], dict[str, int]]:
@@ -657,7 +784,7 @@ def _customers(top: _Obj) -> tuple[tuple[CustomerSpec, ...], dict[str, int]]:
                 ref=ref,
                 timezone=timezone,
                 gateway=_gateway(item) if item.has("gateway") else "fake",
-                payment=item.choice("payment", PAYMENT_BEHAVIORS)
+                payment=item.choice("payment", CUSTOMER_PAYMENTS)
                 if item.has("payment")
                 else "approve",
                 credit=item.decimal("credit", minimum=0) if item.has("credit") else Decimal(0),
@@ -771,14 +898,33 @@ def _argument(body: _Obj, name: str, at: datetime, refs: Mapping[str, Mapping[st
                 return _checks.member(ProrationBehavior, body.data[name], name)
         case "payment":
             return body.choice(name, PAYMENT_BEHAVIORS)
-        case "at_period_end":
+        case "at_period_end" | "prorate":
             return body.boolean(name)
         case "resume_at":
             resume_at = body.instant(name)
             if resume_at <= at:
                 raise body.error(name, "must be after the event's at", body.data[name])
             return resume_at
+        case "start":
+            begins = body.instant(name)
+            if begins < at:
+                raise body.error(name, "must not be before the event's at", body.data[name])
+            return begins
+        case "trial_end":
+            return body.instant(name)
         case "amount":
             return body.decimal(name, positive=True)
-        case _:  # invoice
+        case "currency":
+            return body.currency(name)
+        case "attempt" | "cycles":
+            return body.integer(name, 1)
+        case "lose_answer" | "when":
+            return body.choice(name, LOST_ANSWERS)
+        case "delivery":
+            return body.choice(name, DELIVERIES)
+        case "gateway":
+            return _gateway(body)
+        case "tax":
+            return _tax(body.mapping(name))
+        case _:  # invoice, a subscribe's ref (checked new by _subscribed_refs)
             return body.text(name)

@@ -1,11 +1,14 @@
 """Running a scenario on the test clock, and reporting what happened.
 
 The runner puts the scenario's plans, customers and subscriptions on an engine whose clock starts
-at ``start``, moves the clock from one due instant to the next (so everything due on the way is
-billed in time order, across all subscriptions), applies each event at its instant, and bills
-everything due up to ``until``. Customers pay through their gateway's simulation
-(:mod:`billing.testing.simulation`), scripted with their ``payment`` behavior: the in-process fake,
-or a real adapter talking to its gateway's fake server over loopback HTTP.
+at ``start`` (with the file's ``settings``), moves the clock from one due instant to the next (so
+everything due on the way is billed in time order, across all subscriptions), applies each event
+at its instant, and bills everything due up to ``until``. Customers pay through their gateway's
+simulation (:mod:`billing.testing.simulation`), scripted with their ``payment`` behavior (or with
+no payment method at all): the in-process fake, or a real adapter talking to its gateway's fake
+server over loopback HTTP. Besides the engine's calls, events act on the simulations: a customer
+pays an expired link late (``pay_expired_link``), a gateway loses a refund's answer
+(``lose_answer``, ``lose_refund_answer``).
 
 Customers of gateways that collect through payment links (Khipu, Payvalida) are on the other side
 of each link (:class:`LinkPayers`): they pay it at once, never, or late, through the gateway's fake;
@@ -17,7 +20,7 @@ webhook endpoint would.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,14 +37,27 @@ from billing.domain.invoices import Invoice, InvoiceStatus, LineKind
 from billing.domain.money import Currency, Money
 from billing.domain.payments import PaymentAttempt, PaymentStatus
 from billing.domain.proration import ProrationBehavior
+from billing.domain.taxes import TaxRate
 from billing.engine import Engine
-from billing.ports import Capability
+from billing.ports import Capability, Notification
 from billing.scenarios.file import EventSpec, Scenario, ScenarioError
 from billing.services.notifications import NotificationReceipt
-from billing.testing import Behavior, simulation
-from billing.testing.simulation import GatewaySimulation, LinkSimulation, link_simulation
+from billing.testing import Behavior, FakeGateway, simulation
+from billing.testing.simulation import (
+    FakeSimulation,
+    GatewaySimulation,
+    LinkSimulation,
+    link_simulation,
+)
 
 Report = dict[str, Any]
+
+NO_PAYMENT_METHOD: Final = "none"
+"""A customer's ``payment`` when it has no payment method."""
+
+NATIVE_PAY_LATE: Final = "pay_late_native"
+"""A customer's ``payment`` that scripts the gateway's own ``pay_late`` (no late payer of
+:class:`LinkPayers`)."""
 
 LATE_PAYMENT_AFTER: Final = timedelta(days=2)
 """How long after the engine recorded that a payment link expired unpaid a ``pay_late`` customer
@@ -130,11 +146,15 @@ class LinkPayers:
         }
         return cls(engine=engine, links=links)
 
-    def scripted(self, customer_id: str, gateway: str, behavior: Behavior) -> Behavior:
+    def scripted(self, customer_id: str, gateway: str, payment: str) -> Behavior:
         """What to script ``gateway``'s simulation with for a customer who, from now on, pays
-        as ``behavior`` says: a ``pay_late`` customer of a pay-by-link gateway lets the links
-        expire (``never_pay``), and :meth:`settle` pays them late."""
-        behavior = Behavior(behavior)
+        as ``payment`` says: a ``pay_late`` customer of a pay-by-link gateway lets the links
+        expire (``never_pay``), and :meth:`settle` pays them late; ``pay_late_native`` is the
+        gateway's own ``pay_late`` (its fake pays each link when it expires)."""
+        if payment == NATIVE_PAY_LATE:
+            self._late_payers.discard(customer_id)
+            return Behavior.PAY_LATE
+        behavior = Behavior(payment)
         if gateway not in self.links:
             return behavior
         if behavior is Behavior.PAY_LATE:
@@ -142,6 +162,23 @@ class LinkPayers:
             return Behavior.NEVER_PAY
         self._late_payers.discard(customer_id)
         return behavior
+
+    def forget(self, attempt_id: str) -> None:
+        """Stop tracking an attempt whose expired link a ``pay_expired_link`` event paid: no
+        late payer pays it again."""
+        self._seen.add(attempt_id)
+        self._late.discard(attempt_id)
+        self._due.pop(attempt_id, None)
+
+    def deliver(self, gateway: str, notifications: Sequence[Notification], times: int) -> None:
+        """Hand each of ``notifications`` from ``gateway`` to the engine ``times`` times (a
+        redelivery is a duplicate the engine recognises)."""
+        for notification in notifications:
+            for _ in range(times):
+                receipt = self.engine.receive_notification(
+                    gateway, headers=notification.headers, body=notification.body
+                )
+                self.receipts.append(receipt)
 
     def next_at(self) -> datetime | None:
         """The next instant a payer acts (a late payment), if any."""
@@ -204,12 +241,19 @@ class LinkPayers:
 @contextmanager
 def _engine(scenario: Scenario, clock: ManualClock, url: str | None) -> Iterator[_Run]:
     # one thread: subscriptions due at one instant are billed in a fixed order (invoice numbers)
-    settings = Settings(proration=scenario.proration.value, threads=1)
+    settings = Settings(
+        proration=scenario.proration.value,
+        threads=1,
+        **scenario.settings,  # type: ignore[arg-type]  # checked by the file's parser
+    )
     rates = TableExchangeRates(scenario.exchange_rates)
     with ExitStack() as stack:
         sims: dict[str, GatewaySimulation] = {}
         for name in dict.fromkeys(customer.gateway for customer in scenario.customers):
-            sims[name] = simulation.simulation(name, clock=clock.now)
+            if name == "fake" and scenario.fake_pending_for is not None:
+                sims[name] = FakeSimulation(FakeGateway(pending_for=scenario.fake_pending_for))
+            else:
+                sims[name] = simulation.simulation(name, clock=clock.now)
             stack.callback(sims[name].close)
         if url is None:
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="billing-scenario-"))
@@ -242,14 +286,14 @@ class _Run:
             self.engine,
             self.sims[name],
             customer,
-            self.payers.scripted(customer, name, Behavior(payment)),
+            self.payers.scripted(customer, name, payment),
             replace=replace,
             idempotency_key=idempotency_key,
         )
 
     def script(self, customer: str, payment: str) -> None:
         name = self.gateway_of[customer]
-        self.sims[name].script(customer, self.payers.scripted(customer, name, Behavior(payment)))
+        self.sims[name].script(customer, self.payers.scripted(customer, name, payment))
 
 
 def give_card(
@@ -286,7 +330,9 @@ _RETURN_URL = "https://scenario.invalid/cards/return"
 def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Report:
     """Replay ``scenario`` and return its report (see :func:`report`).
 
-    It runs on a temporary SQLite database unless ``database_url`` names one.
+    It runs on a temporary SQLite database unless ``database_url`` names one. The work due by
+    an event's instant is billed before it; the events of one instant are made one after the
+    other, as calls made together (the work they make due is billed after the last of them).
 
     :raises ScenarioError: when the engine refuses a subscription or an event, naming its line.
     """
@@ -303,7 +349,8 @@ def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Repo
                     timezone=customer.timezone,
                     metadata={"name": customer.ref, "email": f"{customer.ref}@scenario.invalid"},
                 )
-                run.give_card(customer.ref, customer.payment, replace=False)
+                if customer.payment != NO_PAYMENT_METHOD:
+                    run.give_card(customer.ref, customer.payment, replace=False)
                 if customer.credit > 0:
                     credit = Money.of(customer.credit, currencies[customer.ref])
                     engine.grant_credit(customer.ref, credit, reason="scenario")
@@ -321,9 +368,11 @@ def run_scenario(scenario: Scenario, *, database_url: str | None = None) -> Repo
                 )
                 run.payers.settle()
         for event in scenario.events:
-            advance(engine, clock, event.at, payers=run.payers)
+            # the events of one instant are made together: the work they make due waits
+            if event.at > clock.now():
+                advance(engine, clock, event.at, payers=run.payers)
             with _refusals(scenario, event.line, f"events.{event.action}"):
-                _apply(run, currencies, event)
+                _apply(run, currencies, event, scenario.source)
                 run.payers.settle()
         advance(engine, clock, scenario.until, payers=run.payers)
         return report(engine, scenario)
@@ -341,16 +390,23 @@ def _refusals(scenario: Scenario, line: int, field: str) -> Iterator[None]:
 
 
 def _customer_currencies(scenario: Scenario) -> dict[str, Currency]:
-    """The currency of each customer's credit: that of its first subscription's plan."""
+    """The currency of each customer's credit: that of its first subscription's plan (those of
+    the ``subscriptions`` section first, then those ``subscribe`` events make, in time order)."""
     plans = {plan.code: plan for plan in scenario.plans}
     currencies: dict[str, Currency] = {}
-    for spec in scenario.subscriptions:
-        currencies.setdefault(spec.customer, plans[spec.plan].billing_currency)
+    made = [(spec.customer, spec.plan) for spec in scenario.subscriptions]
+    made += [
+        (str(event.args["customer"]), str(event.args["plan"]))
+        for event in scenario.events
+        if event.action == "subscribe"
+    ]
+    for customer, plan in made:
+        currencies.setdefault(customer, plans[plan].billing_currency)
     default = scenario.plans[0].billing_currency
     return {customer.ref: currencies.get(customer.ref, default) for customer in scenario.customers}
 
 
-def _apply(run: _Run, currencies: Mapping[str, Currency], event: EventSpec) -> None:
+def _apply(run: _Run, currencies: Mapping[str, Currency], event: EventSpec, source: str) -> None:
     engine, args, key = run.engine, event.args, event.idempotency_key
     match event.action:
         case "change_plan":
@@ -375,32 +431,152 @@ def _apply(run: _Run, currencies: Mapping[str, Currency], event: EventSpec) -> N
             engine.resume(str(args["subscription"]), idempotency_key=key)
         case "grant_credit":
             customer = str(args["customer"])
-            amount = Money.of(_decimal(args["amount"]), currencies[customer])
+            given = args.get("currency")
+            currency = currencies[customer] if given is None else Currency.of(str(given))
+            amount = Money.of(_decimal(args["amount"]), currency)
             engine.grant_credit(customer, amount, reason="scenario", idempotency_key=key)
         case "refund":
-            invoice = engine.invoice_by_number(str(args["invoice"]))
-            paid = [
-                p
-                for p in engine.payments(invoice_id=invoice.id)
-                if p.status is PaymentStatus.SUCCEEDED
-            ]
-            if not paid:
-                raise IllegalTransition(
-                    "invoice",
-                    invoice.number or invoice.id,
-                    invoice.status,
-                    "be refunded (it has no succeeded payment)",
-                )
-            given = args.get("amount")
-            engine.refund(
-                paid[-1].id,
-                amount=None if given is None else Money.of(_decimal(given), invoice.currency),
-                idempotency_key=key,
-            )
+            _refund(run, event, source)
         case "replace_payment_method":
             run.give_card(
                 str(args["customer"]), str(args["payment"]), replace=True, idempotency_key=key
             )
+        case "subscribe":
+            _subscribe(engine, args, key)
+        case "reconcile":
+            engine.reconcile()
+        case "pay_expired_link":
+            _pay_expired_link(run, event, source)
+        case "lose_refund_answer":
+            name = str(args["gateway"])
+            sim = run.sims.get(name)
+            if sim is None:
+                rule = f"must be the gateway of a customer ({', '.join(run.sims)})"
+                raise _step_error(source, event, "gateway", rule, name)
+            _lose_refund_answer(sim, str(args.get("when", "after")), source, event)
+
+
+def _step_error(
+    source: str, event: EventSpec, key: str, rule: str, value: object = None
+) -> ScenarioError:
+    """An event the run cannot make, at its line and argument."""
+    return ScenarioError(source, event.line, f"events.{event.action}.{key}", rule, value)
+
+
+def _subscribe(engine: Engine, args: Mapping[str, object], key: str | None) -> None:
+    """A ``subscribe`` event: the subscription made at the event's instant, starting then (billed
+    at once) unless it names a later ``start``."""
+    start, trial_end, tax, cycles = (
+        args.get(name) for name in ("start", "trial_end", "tax", "cycles")
+    )
+    assert start is None or isinstance(start, datetime)
+    assert trial_end is None or isinstance(trial_end, datetime)
+    assert tax is None or isinstance(tax, TaxRate)
+    assert cycles is None or isinstance(cycles, int)
+    engine.subscribe(
+        str(args["customer"]),
+        str(args["plan"]),
+        subscription_id=str(args["ref"]),
+        start=start,
+        trial_end=trial_end,
+        cycles=cycles,
+        tax=tax,
+        prorate=bool(args.get("prorate", True)),
+        idempotency_key=key,
+    )
+
+
+def _attempt(
+    engine: Engine, event: EventSpec, source: str, fits: Callable[[PaymentAttempt], bool], why: str
+) -> PaymentAttempt:
+    """The payment attempt an event names: its ``attempt`` of its ``invoice``, or the invoice's
+    latest attempt that ``fits``."""
+    invoice = engine.invoice_by_number(str(event.args["invoice"]))
+    payments = engine.payments(invoice_id=invoice.id)
+    number = event.args.get("attempt")
+    if number is None:
+        fitting = [payment for payment in payments if fits(payment)]
+        if not fitting:
+            raise IllegalTransition("invoice", invoice.number or invoice.id, invoice.status, why)
+        return fitting[-1]
+    for payment in payments:
+        if payment.number == number:
+            return payment
+    known = ", ".join(str(payment.number) for payment in payments) or "none"
+    rule = f"must be an attempt of {invoice.number} (it has: {known})"
+    raise _step_error(source, event, "attempt", rule, number)
+
+
+def _refund(run: _Run, event: EventSpec, source: str) -> None:
+    """A ``refund`` event: the named attempt (the invoice's latest succeeded one by default),
+    with the gateway told first to lose the answer when ``lose_answer`` says so."""
+    engine, args = run.engine, event.args
+    payment = _attempt(
+        engine,
+        event,
+        source,
+        lambda p: p.status is PaymentStatus.SUCCEEDED,
+        "be refunded (it has no succeeded payment)",
+    )
+    lose = args.get("lose_answer")
+    if lose is not None:
+        sim = run.sims.get(payment.gateway or "")
+        if sim is None:
+            raise _step_error(source, event, "lose_answer", "needs a gateway of the scenario")
+        _lose_refund_answer(sim, str(lose), source, event, key="lose_answer")
+    given = args.get("amount")
+    engine.refund(
+        payment.id,
+        amount=None if given is None else Money.of(_decimal(given), payment.amount.currency),
+        idempotency_key=event.idempotency_key,
+    )
+
+
+def _lose_refund_answer(
+    sim: GatewaySimulation, when: str, source: str, event: EventSpec, key: str = "when"
+) -> None:
+    """Tell the gateway to lose the answer of its next refund call: ``after`` refunding, or
+    ``before`` (the request never arrives: the in-process fake only)."""
+    if isinstance(sim, FakeSimulation):
+        sim.fake.lose_refund_answers(before_refunding=when == "before")
+        return
+    if when == "before":
+        rule = "before is the in-process fake's only; other gateways lose answers after"
+        raise _step_error(source, event, key, rule, when)
+    sim.lose_next_refund_answer()
+
+
+def _pay_expired_link(run: _Run, event: EventSpec, source: str) -> None:
+    """A ``pay_expired_link`` event: the customer pays a link that expired unpaid after all (a
+    transfer confirmed late), on the fake or a pay-by-link gateway, and the gateway's
+    notification reaches the engine ``once``, ``twice`` (a redelivery), or is ``lost`` (then
+    only a reconciliation finds the payment)."""
+    payment = _attempt(
+        run.engine,
+        event,
+        source,
+        lambda p: p.may_be_paid_late(),
+        "have an expired link paid late (it has no payment link that expired unpaid)",
+    )
+    if not payment.may_be_paid_late() or payment.reference is None:
+        rule = f"must be a payment link that expired unpaid (it is {payment.status.value})"
+        raise _step_error(source, event, "attempt", rule, payment.number)
+    name = payment.gateway or ""
+    sim = run.sims[name]
+    delivery = str(event.args.get("delivery", "once"))
+    notifications: list[Notification]
+    if isinstance(sim, FakeSimulation):
+        sim.fake.pay_expired_link(payment.reference, run.engine.clock.now())
+        notifications = [sim.fake.notification(payment.reference)]
+    elif (link := link_simulation(sim)) is not None:
+        link.pay_link(payment.reference, late=True)
+        notifications = link.take_notifications()
+    else:
+        rule = f"must be on the fake or a pay-by-link gateway ({name} sends no links)"
+        raise _step_error(source, event, "invoice", rule, event.args["invoice"])
+    run.payers.forget(payment.id)
+    if delivery != "lost":
+        run.payers.deliver(name, notifications, 2 if delivery == "twice" else 1)
 
 
 def _decimal(value: object) -> Decimal:

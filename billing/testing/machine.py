@@ -161,11 +161,13 @@ _UNSETTLED = (
 _RETURN_URL = "https://machine.invalid/cards/return"
 _DELIVERY_ROUNDS = 20
 _REPLAY_NEUTRAL = frozenset(
-    {"database_url", "proration", "threads", "batch_size", "tick_seconds", "dispatch_seconds"}
+    {"database_url", "proration", "threads", "tick_seconds", "dispatch_seconds"}
 )
-"""Settings a scenario's replay need not share with the history: the file carries the proration,
-and the others change how the work is done, not what is billed (a scenario runs every other
-setting at its default, which the failure's file notes when the history's differs)."""
+"""Settings a scenario's replay need not share with the history: the file carries the proration
+at its top level, and the others change how the work is done, not what is billed (a replay runs
+one thread, as a history does). Every other setting that differs from the default is written in
+the failure's file (its ``settings``): the batch size too, which orders the events of an
+instant."""
 _FAKE_PENDING_FOR = timedelta(days=2)
 """How long the fake gateway's waiting charges wait in a scenario file's replay."""
 
@@ -528,21 +530,17 @@ class BillingMachine(RuleBasedStateMachine):
         return multiple(*customers)
 
     def _note_settings(self, settings: Settings) -> None:
-        """Tell the recorder which settings of this history a scenario file cannot carry."""
+        """Tell the recorder the settings of this history a scenario file must carry: the
+        engine's (its ``settings`` section) and the fake gateway's waiting time."""
         defaults = Settings()
         for field in dataclasses.fields(Settings):
-            if field.name in _REPLAY_NEUTRAL or (
-                field.name == "late_payment_days" and self.link is None  # nothing pays late
-            ):
+            if field.name in _REPLAY_NEUTRAL:
                 continue
             value, default = getattr(settings, field.name), getattr(defaults, field.name)
             if value != default:
-                self.recorder.note(f"{field.name}: {value} (a scenario runs with {default})")
+                self.recorder.setting(field.name, value)
         if self.fake is not None and self.pending_for != _FAKE_PENDING_FOR:
-            self.recorder.note(
-                f"the fake gateway's waiting charges wait {self.pending_for} (a scenario's two "
-                "days)"
-            )
+            self.recorder.fake_pending_for(self.pending_for)
 
     def teardown(self) -> None:
         if not self.started:
@@ -607,30 +605,27 @@ class BillingMachine(RuleBasedStateMachine):
         self.engine.create_customer(customer_id=customer_id, timezone=zone)
         self.customer_ids.append(customer_id)
         has_card = card is not None and self._give_card(customer_id, card, replace=False)
-        note_ = None
-        if not has_card:
-            note_ = "approximately: it had no payment method; a scenario gives each one (approve)"
-        elif card is Behavior.PAY_LATE and self.link is not None:
-            note_ = f"approximately: {_LATE_LINKS}"
         self.recorder.add_customer(
             customer_id,
             zone,
             gateway=self.sim.gateway.name,
-            payment=card.value if has_card and card is not None else "approve",
-            note=note_,
+            payment=self._payment(card) if has_card and card is not None else "none",
         )
         return customer_id
 
     def _give_card(self, customer_id: str, card: Behavior, *, replace: bool) -> bool:
         """Give the customer a new default payment method that pays as ``card`` says, the way
         the gateway stores one; ``False`` if the engine refused it, or the gateway's simulation
-        cannot pay that way."""
+        cannot pay that way (:attr:`_card_scripted` then says whether the simulation was
+        scripted with ``card`` all the same, for the recorder)."""
         self.cards += 1
+        self._card_scripted = False
         gateway = self.sim.gateway
         capabilities = gateway.capabilities
         try:
             if Capability.CARD_TOKENS in capabilities or Capability.PAY_BY_LINK in capabilities:
                 token = self.sim.card_token(customer_id, card)
+                self._card_scripted = True
                 add = (
                     self.engine.replace_payment_method
                     if replace
@@ -648,6 +643,7 @@ class BillingMachine(RuleBasedStateMachine):
             if enrollment is None:
                 return False
             self.sim.fill_enrollment(customer_id, enrollment.redirect_url, card)
+            self._card_scripted = True
         except InvalidArgument:  # the simulation cannot pay that way
             event(f"{gateway.name} cannot show {card.value}")
             return False
@@ -663,10 +659,9 @@ class BillingMachine(RuleBasedStateMachine):
             self.recorder.add_event(
                 self.clock.now(),
                 "replace_payment_method",
-                {"customer": customer, "payment": card.value},
-                note=self._payment_note(card),
+                {"customer": customer, "payment": self._payment(card)},
             )
-        else:  # the customer's payments were scripted anew all the same
+        elif self._card_scripted:  # the customer's payments were scripted anew all the same
             self._record_payment(customer, card)
 
     @rule(customer=customers, card=_configured("behaviors"), later=st.sampled_from(LATER))
@@ -685,14 +680,15 @@ class BillingMachine(RuleBasedStateMachine):
 
     def _record_payment(self, customer: str, card: Behavior) -> None:
         self.recorder.add_event(
-            self.clock.now(),
-            "set_payment",
-            {"customer": customer, "payment": card.value},
-            note=self._payment_note(card),
+            self.clock.now(), "set_payment", {"customer": customer, "payment": self._payment(card)}
         )
 
-    def _payment_note(self, card: Behavior) -> str | None:
-        return _LATE_LINKS if self.link is not None and card is Behavior.PAY_LATE else None
+    def _payment(self, card: Behavior) -> str:
+        """``card`` as a scenario file's ``payment``: a pay-by-link simulation's ``pay_late`` is
+        its fake's own (``pay_late_native``), not a scenario's late payer."""
+        return (
+            "pay_late_native" if self.link is not None and card is Behavior.PAY_LATE else card.value
+        )
 
     @rule(customer=customers, amount=st.sampled_from([500, 4000, 20000]))
     def grant_credit(self, customer: str, amount: int) -> None:
@@ -760,6 +756,7 @@ class BillingMachine(RuleBasedStateMachine):
             cycles=options.get("cycles"),
             tax=options.get("tax"),
             prorate=options.get("prorate", True),
+            created_at=self.clock.now(),
         )
         return subscription.id
 
@@ -931,31 +928,33 @@ class BillingMachine(RuleBasedStateMachine):
                 st.integers(min_value=1, max_value=payment.amount.minor), label="minor"
             )
             amount = Money(minor, payment.amount.currency)
-        lost = None
+        lost = None  # when the gateway was told to lose the answer of its next refund call
         if lose_answer is not None:
             if self.fake is not None:
                 self.fake.lose_refund_answers(before_refunding=lose_answer == "before")
-                lost = f"the gateway lost the refund's answer ({lose_answer} refunding)"
+                lost = lose_answer
             else:
                 try:
                     self.sim.lose_next_refund_answer()
-                    lost = "the gateway lost the refund's answer (after refunding)"
+                    lost = "after"
                 except InvalidArgument:  # a gateway without refunds: the engine refuses them
                     pass
         invoice = invoices[payment.invoice_id]
         self.risky += invoice.credit_applied.is_positive()
-        latest = [p for p in paid if p.invoice_id == payment.invoice_id][-1]
         if self.refused_or(self.engine.refund, payment.id, amount=amount) is None:
+            if lost is not None:  # no refund call was made: the next one loses its answer
+                self.recorder.add_event(
+                    self.clock.now(),
+                    "lose_refund_answer",
+                    {"gateway": self.sim.gateway.name, "when": lost},
+                )
             return
-        if latest.id != payment.id:  # a file refunds the latest payment of an invoice
-            self.recorder.add_omitted(
-                self.clock.now(), f"a refund of attempt {payment.number} of {invoice.number}"
-            )
-            return
-        args: dict[str, Any] = {"invoice": invoice.number}
+        args: dict[str, Any] = {"invoice": invoice.number, "attempt": payment.number}
         if amount is not None:
             args["amount"] = amount.to_decimal_string()
-        self.recorder.add_event(self.clock.now(), "refund", args, note=lost)
+        if lost is not None:
+            args["lose_answer"] = lost
+        self.recorder.add_event(self.clock.now(), "refund", args)
 
     @precondition(lambda self: self.started)
     @rule(data=st.data(), delivery=st.sampled_from(["once", "twice", "lost"]))
@@ -995,15 +994,16 @@ class BillingMachine(RuleBasedStateMachine):
                 return
             notifications = self.link.take_notifications()
         number = self.engine.invoice(payment.invoice_id).number
-        self.recorder.add_omitted(
+        self.recorder.add_event(
             now,
-            f"the customer paid the expired link of {number}'s attempt {payment.number} late "
-            f"(its notification {delivery})",
+            "pay_expired_link",
+            {"invoice": number, "attempt": payment.number, "delivery": delivery},
         )
         if delivery == "lost":
             self._advance_to(now + LATE_FOUND_WITHIN)
             self.engine.reconcile()
             self._deliver()
+            self.recorder.add_event(self.clock.now(), "reconcile", {})
             return
         for notification in notifications:
             for _ in range(1 + (delivery == "twice")):
@@ -1057,9 +1057,7 @@ class BillingMachine(RuleBasedStateMachine):
     def reconcile(self) -> None:
         self.engine.reconcile()
         self._deliver()
-        self.recorder.add_omitted(
-            self.clock.now(), "a reconciliation (a scenario checks each payment when it is due)"
-        )
+        self.recorder.add_event(self.clock.now(), "reconcile", {})
 
     def _deliver(self) -> None:
         """Hand every notification a pay-by-link gateway sent to the engine, as the host's
@@ -1208,12 +1206,6 @@ class BillingMachine(RuleBasedStateMachine):
                 table.name: sorted(map(tuple, connection.execute(select(table)).all()), key=repr)
                 for table in metadata.sorted_tables
             }
-
-
-_LATE_LINKS = (
-    "a scenario's pay_late payer of a pay-by-link gateway pays each link two days after it "
-    "expired; the simulation's paid it as its fake's pay_late does"
-)
 
 
 def _catalog(plans: Iterable[Plan]) -> tuple[Plan, ...]:

@@ -1,12 +1,15 @@
 """Billing histories written down as scenario files (``billing scenario run`` replays them).
 
 A :class:`ScenarioRecorder` is told, step by step, what a history did in scenario-file terms
-(docs/scenarios.md): the plans and exchange rates, each customer and how their payments go, each
-subscription, and the events on the way (plan changes, cancellations, pauses, resumes, credit,
-refunds, payment behaviour changes). :meth:`ScenarioRecorder.text` writes it as YAML that
-:func:`billing.scenarios.load_scenario` parses and :func:`billing.scenarios.run_scenario`
-replays. :class:`~billing.testing.machine.BillingMachine` records every history this way, and
-prints the one hypothesis shrank a failure to.
+(docs/scenarios.md): the engine settings and the fake gateway's waiting time, the plans and
+exchange rates, each customer and how their payments go (or that they have no payment method),
+each subscription (those made later in the history as ``subscribe`` events), and the events on
+the way (plan changes, cancellations, pauses, resumes, credit, refunds of any attempt, lost
+refund answers, reconciliations, expired links paid late, payment behaviour changes).
+:meth:`ScenarioRecorder.text` writes it as YAML that :func:`billing.scenarios.load_scenario`
+parses and :func:`billing.scenarios.run_scenario` replays.
+:class:`~billing.testing.machine.BillingMachine` records every history this way, and prints the
+one hypothesis shrank a failure to.
 
 This module writes plain YAML and dictionaries: it does not import :mod:`billing.scenarios`
 (which sits above :mod:`billing.testing`). The tests prove that what it writes parses and
@@ -16,7 +19,7 @@ What the format cannot say is written as comments, never dropped silently:
 
 * an operation that has no event (``# not replayed: ...``), in its place among the events;
 * an event replayed only approximately (``# approximately: ...``), just above it;
-* a setting of the whole history the format has no field for, in the header.
+* something about the whole history the format has no field for, in the header.
 
 Nothing here needs hypothesis.
 """
@@ -61,6 +64,7 @@ DIFFERS: Final = (
 """The header line of a file whose replay may differ from the history it records."""
 
 _DAY: Final = timedelta(days=1)
+_SECOND: Final = timedelta(seconds=1)
 _MARGIN: Final = timedelta(days=2)
 """Rates are kept from this long before the start to this long after the end: a customer's local
 date (which prices a UF plan) can be a day away from the UTC one."""
@@ -76,11 +80,25 @@ def _days(delay: timedelta) -> tuple[int, bool]:
     return whole, delay == whole * _DAY
 
 
+def _seconds(delay: timedelta) -> tuple[int, bool]:
+    """``delay`` in whole seconds (rounded up), and whether that was exact."""
+    whole = -(-delay // _SECOND)
+    return whole, delay == whole * _SECOND
+
+
+def _retry_entry(delays: Sequence[timedelta]) -> dict[str, list[int]]:
+    """A retry schedule in whole days when it is one, in whole seconds otherwise."""
+    if all(_days(delay)[1] for delay in delays):
+        return {"delays_days": [_days(delay)[0] for delay in delays]}
+    return {"delays_seconds": [_seconds(delay)[0] for delay in delays]}
+
+
 def plan_entry(plan: Plan) -> dict[str, Any]:
     """A plan as a scenario file's ``plans`` item (every field written out).
 
-    A retry delay that is not a whole number of days is rounded up to one (the file counts
-    retries in days); :meth:`ScenarioRecorder.add_plan` notes it.
+    Retry delays are written in days (``delays_days``) when they all are whole days, else in
+    seconds (``delays_seconds``); a delay with a fraction of a second is rounded up to a whole
+    one, which :meth:`ScenarioRecorder.add_plan` notes.
     """
     policy = plan.retry_policy
     entry: dict[str, Any] = {
@@ -99,7 +117,7 @@ def plan_entry(plan: Plan) -> dict[str, Any]:
     if plan.charge_currency is not None:
         entry["charge_currency"] = plan.charge_currency.code
     entry["retry"] = {
-        "delays_days": [_days(delay)[0] for delay in policy.delays],
+        **_retry_entry(policy.delays),
         "then": policy.then.value,
         "max_attempts": policy.max_attempts,
     }
@@ -182,8 +200,6 @@ class _Recorded:
     entry: dict[str, Any] | None
     """``None`` for an operation the format cannot express (a comment only)."""
     notes: list[str] = field(default_factory=list)
-    currency: str | None = None
-    """The currency of a credit grant."""
 
 
 class ScenarioRecorder:
@@ -201,6 +217,8 @@ class ScenarioRecorder:
         self.proration = proration
         self.notes: list[str] = []
         """Header lines: what the format cannot say about the whole history."""
+        self._settings: dict[str, Any] = {}
+        self._fake_pending: timedelta | None = None
         self._plans: list[Plan] = []
         self._plan_notes: dict[str, list[str]] = {}
         self._rates: list[ExchangeRate] = []
@@ -216,11 +234,26 @@ class ScenarioRecorder:
         if text not in self.notes:
             self.notes.append(text)
 
+    def setting(self, name: str, value: bool | int | float | str) -> None:
+        """An engine setting the history ran with (a field of :class:`~billing.config.Settings`
+        a scenario's ``settings`` section takes), written when it is not the default."""
+        self._settings[name] = value
+
+    def fake_pending_for(self, delay: timedelta) -> None:
+        """How long the in-process fake gateway's waiting charges waited (written as the file's
+        ``fake_gateway.pending_seconds``; a fraction of a second is rounded up, and noted)."""
+        seconds, exact = _seconds(delay)
+        if not exact:
+            self.note(
+                f"the fake gateway's waiting charges waited {delay}; rounded up to {seconds} s"
+            )
+        self._fake_pending = timedelta(seconds=seconds)
+
     def add_plan(self, plan: Plan) -> None:
-        exact = all(_days(delay)[1] for delay in plan.retry_policy.delays)
+        exact = all(_seconds(delay)[1] for delay in plan.retry_policy.delays)
         if not exact:
             self._plan_notes.setdefault(plan.code, []).append(
-                f"approximately: {plan.code}'s retry delays are not whole days; rounded up"
+                f"approximately: {plan.code}'s retry delays are not whole seconds; rounded up"
             )
         self._plans.append(plan)
 
@@ -236,8 +269,9 @@ class ScenarioRecorder:
         payment: str = "approve",
         note: str | None = None,
     ) -> None:
-        """A customer and how its payments go from the start (the file creates every customer
-        at the start; one created later is simply not used before)."""
+        """A customer and how its payments go from the start (``none``: it has no payment
+        method). The file creates every customer at the start; one created later is simply not
+        used before."""
         entry: dict[str, Any] = {"ref": ref, "timezone": timezone}
         if gateway != "fake":
             entry["gateway"] = gateway
@@ -258,15 +292,19 @@ class ScenarioRecorder:
         tax: TaxRate | None = None,
         prorate: bool = True,
         note: str | None = None,
+        created_at: datetime | None = None,
     ) -> None:
-        """A subscription the engine accepted, starting at ``start`` (the file creates it at
-        the scenario's start, scheduled to begin then)."""
-        entry: dict[str, Any] = {
-            "ref": ref,
-            "customer": customer,
-            "plan": plan,
-            "start": _instant(start),
-        }
+        """A subscription the engine accepted, starting at ``start``.
+
+        Made at the history's start (or ``created_at`` not given), it is an item of the file's
+        ``subscriptions``, which the file creates at the scenario's start, scheduled to begin at
+        ``start``. Made later (``created_at``), it is a ``subscribe`` event at that instant, as
+        the history made it (its ``start`` written only when it is not ``created_at``).
+        """
+        entry: dict[str, Any] = {"ref": ref, "customer": customer, "plan": plan}
+        later = created_at is not None and created_at > self.start
+        if not later or start != created_at:
+            entry["start"] = _instant(start)
         if trial_end is not None:
             entry["trial_end"] = _instant(trial_end)
         if cycles is not None:
@@ -274,7 +312,13 @@ class ScenarioRecorder:
         if tax is not None:
             entry["tax"] = tax_entry(tax)
         entry["prorate"] = prorate
-        self._subscriptions.append(_Recorded(start, entry, [note] if note else []))
+        notes = [note] if note else []
+        if later:
+            assert created_at is not None
+            made = {"at": _instant(created_at), "subscribe": entry}
+            self._events.append(_Recorded(created_at, made, notes))
+        else:
+            self._subscriptions.append(_Recorded(start, entry, notes))
 
     def add_event(
         self,
@@ -288,11 +332,13 @@ class ScenarioRecorder:
         """An event the engine accepted: ``action`` is a key of the file's actions table, and
         ``args`` its arguments in file terms (refs, ISO instants, decimal strings).
         ``note`` says how the replay differs from what happened, if it does; ``currency`` is
-        that of a ``grant_credit`` (a file grants credit in the currency of the customer's first
-        subscription: another is noted)."""
-        entry = {"at": _instant(at), action: dict(args)}
+        that of a ``grant_credit``, written as its ``currency``."""
+        body = dict(args)
+        if currency is not None:
+            body["currency"] = currency
+        entry = {"at": _instant(at), action: body}
         notes = [f"approximately: {note}"] if note else []
-        self._events.append(_Recorded(at, entry, notes, currency))
+        self._events.append(_Recorded(at, entry, notes))
 
     def add_omitted(self, at: datetime, what: str) -> None:
         """Something the history did that no event expresses: a comment in its place."""
@@ -301,8 +347,9 @@ class ScenarioRecorder:
     # -- writing ------------------------------------------------------------------------------
 
     def _kept(self, until: datetime) -> tuple[set[str], list[str]]:
-        """The subscriptions to write (those that began by ``until``), and comments on the
-        others: a subscription still scheduled when the history ended never billed anything."""
+        """The subscriptions to write (those of the ``subscriptions`` section that began by
+        ``until``, and every one a ``subscribe`` event made), and comments on the others: a
+        subscription still scheduled when the history ended never billed anything."""
         kept: set[str] = set()
         dropped: list[str] = []
         for item in self._subscriptions:
@@ -314,33 +361,28 @@ class ScenarioRecorder:
                     f"left out: {item.entry['ref']}, to start at {item.entry['start']}, after "
                     "the history ended"
                 )
+        for item in self._events:
+            made = None if item.entry is None else item.entry.get("subscribe")
+            if made is not None:
+                kept.add(made["ref"])
         return kept, dropped
 
     def _used_plans(
         self, subscriptions: Sequence[Mapping[str, Any]], kept: Collection[str]
     ) -> list[Plan]:
-        """The plans the written subscriptions and plan changes use (the first plan if none)."""
+        """The plans the written subscriptions, ``subscribe`` events and plan changes use (the
+        first plan if none)."""
         used = {entry["plan"] for entry in subscriptions}
         for item in self._events:
-            change = None if item.entry is None else item.entry.get("change_plan")
+            if item.entry is None:
+                continue
+            made = item.entry.get("subscribe")
+            if made is not None:
+                used.add(made["plan"])
+            change = item.entry.get("change_plan")
             if change is not None and change["subscription"] in kept:
                 used.add(change["plan"])
         return [plan for plan in self._plans if plan.code in used] or self._plans[:1]
-
-    def _customer_currencies(
-        self, plans: Sequence[Plan], subscriptions: Sequence[Mapping[str, Any]]
-    ) -> dict[str, str]:
-        """The currency a scenario grants each customer's credit in: that of its first
-        subscription's plan, or of the first plan."""
-        codes = {plan.code: plan.billing_currency.code for plan in plans}
-        default = plans[0].billing_currency.code if plans else None
-        currencies: dict[str, str] = {}
-        for entry in subscriptions:
-            currencies.setdefault(entry["customer"], codes[entry["plan"]])
-        for customer in self._customers:
-            if default is not None:
-                currencies.setdefault(customer["ref"], default)
-        return currencies
 
     def _rates_between(self, start: date, until: date) -> list[ExchangeRate]:
         latest_before: dict[tuple[str, str], ExchangeRate] = {}
@@ -381,7 +423,6 @@ class ScenarioRecorder:
         for index, plan in enumerate(plans):
             if self._plan_notes.get(plan.code):
                 comments[("plans", index)] = list(self._plan_notes[plan.code])
-        currencies = self._customer_currencies(plans, subscriptions)
         events: list[dict[str, Any]] = []
         pending: list[str] = []
         for item in self._events:
@@ -395,12 +436,6 @@ class ScenarioRecorder:
                 continue
             notes = pending + item.notes
             pending = []
-            customer = item.entry[action].get("customer")
-            if item.currency is not None and currencies.get(customer) != item.currency:
-                notes.append(
-                    f"approximately: granted in {item.currency}; a scenario grants it in "
-                    f"{currencies.get(customer)} (its first subscription's currency)"
-                )
             if notes:
                 comments[("events", len(events))] = notes
             events.append(item.entry)
@@ -415,6 +450,10 @@ class ScenarioRecorder:
             "until": _instant(until),
             "proration": self.proration,
         }
+        if self._settings:
+            document["settings"] = dict(self._settings)
+        if self._fake_pending is not None:
+            document["fake_gateway"] = {"pending_seconds": _seconds(self._fake_pending)[0]}
         if rates:
             document["exchange_rates"] = [rate_entry(rate) for rate in rates]
         document["plans"] = [plan_entry(plan) for plan in plans]
@@ -444,7 +483,7 @@ class ScenarioRecorder:
         if self.notes or marked:
             lines.append(DIFFERS)
         if self.notes:
-            lines.append("The format cannot carry these settings of the history:")
+            lines.append("The format cannot carry these parts of the history:")
             lines.extend(f"  - {note}" for note in self.notes)
         return dump_scenario(document, header=lines, comments=comments, trailing=trailing)
 

@@ -8,6 +8,7 @@ and 1 when one is broken.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,162 @@ subscriptions:
     )
     with pytest.raises(BillingError, match="cannot be done"):
         run_scenario(read_scenario(path))
+
+
+# --- the forms a recorded history needs: what the run does with them ---------------------------
+
+LATE = (SCENARIOS / "expired_link_paid_late.yaml").read_text(encoding="utf-8")
+
+
+def _events(report: dict[str, object], name: str) -> list[tuple[str, str]]:
+    events = report["events"]
+    assert isinstance(events, list)
+    return [(e["at"], e["subscription"]) for e in events if e["name"] == name]
+
+
+def test_the_settings_section_sets_the_engines_settings():
+    """With late_payment_days 0 the engine no longer asks about expired links: the late payment
+    whose notification was lost is never found, and INV-3 stays open."""
+    text = LATE.replace("settings: {late_payment_days: 3}", "settings: {late_payment_days: 0}")
+    report = run_scenario(load_scenario(text))
+    assert [i["status"] for i in report["invoices"]] == ["paid", "paid", "open"]
+
+
+def test_the_invoice_prefix_setting_names_the_invoices_events_refer_to():
+    text = (SCENARIOS / "refund_of_an_earlier_attempt.yaml").read_text(encoding="utf-8")
+    text = text.replace("fake_gateway:", "settings: {invoice_prefix: FAC}\nfake_gateway:")
+    report = run_scenario(load_scenario(text.replace("INV-", "FAC-").split("expect:")[0]))
+    assert [i["number"] for i in report["invoices"]] == ["FAC-000001", "FAC-000002"]
+    assert [r["status"] for r in report["refunds"]] == ["succeeded"]
+
+
+def test_the_fake_gateways_waiting_time_is_the_files():
+    """pay_late on the fake: paid when the charge stops waiting, an hour here (seen at the
+    engine's check 64 minutes after it was sent), two days by default."""
+    text = """\
+name: waiting
+start: "2026-03-02T13:00:00Z"
+until: "2026-03-10T00:00:00Z"
+fake_gateway: {pending_seconds: 3600}
+plans:
+  - {code: oro, name: Oro, price: 15000, currency: CLP}
+customers:
+  - {ref: c1, timezone: UTC, payment: pay_late}
+subscriptions:
+  - {ref: s1, customer: c1, plan: oro}
+"""
+    report = run_scenario(load_scenario(text))
+    assert _events(report, "payment.succeeded") == [("2026-03-02T14:04:00+00:00", "s1")]
+    default = run_scenario(
+        load_scenario(text.replace("fake_gateway: {pending_seconds: 3600}\n", ""))
+    )
+    assert _events(default, "payment.succeeded") == [("2026-03-04T23:08:00+00:00", "s1")]
+
+
+REFUSED = """\
+name: refusals
+start: "2026-03-02T10:00:00-03:00"
+until: "2026-03-20T10:00:00-03:00"
+plans:
+  - {code: oro, name: Oro, price: 15000, currency: CLP}
+customers:
+  - {ref: c1, timezone: America/Santiago, gateway: GATEWAY, payment: approve}
+subscriptions:
+  - {ref: s1, customer: c1, plan: oro}
+events:
+  - at: "2026-03-05T12:00:00Z"
+    EVENT
+"""
+
+
+@pytest.mark.parametrize(
+    ("gateway", "event", "field", "rule"),
+    [
+        (
+            "fake",
+            "refund: {invoice: INV-000001, attempt: 2}",
+            "events.refund.attempt",
+            "must be an attempt of INV-000001 (it has: 1)",
+        ),
+        (
+            "fake",
+            "pay_expired_link: {invoice: INV-000001, attempt: 1}",
+            "events.pay_expired_link.attempt",
+            "must be a payment link that expired unpaid (it is succeeded)",
+        ),
+        (
+            "fake",
+            "pay_expired_link: {invoice: INV-000001}",
+            "events.pay_expired_link",
+            "refused by the engine: invoice 'INV-000001' is paid: cannot have an expired link",
+        ),
+        (
+            "khipu",
+            "refund: {invoice: INV-000001, lose_answer: before}",
+            "events.refund.lose_answer",
+            "before is the in-process fake's only",
+        ),
+        (
+            "fake",
+            "lose_refund_answer: {gateway: khipu}",
+            "events.lose_refund_answer.gateway",
+            "must be the gateway of a customer (fake)",
+        ),
+    ],
+    ids=["no such attempt", "not expired", "no expired link", "lost before", "unused gateway"],
+)
+def test_an_event_the_run_cannot_make_names_its_line_and_argument(
+    gateway: str, event: str, field: str, rule: str
+):
+    text = REFUSED.replace("GATEWAY", gateway).replace("EVENT", event)
+    with pytest.raises(ScenarioError) as refused:
+        run_scenario(load_scenario(text, source="refused.yaml"))
+    assert (refused.value.line, refused.value.field) == (11, field), str(refused.value)
+    assert rule in str(refused.value)
+
+
+def test_a_lost_refund_answer_on_a_pay_by_link_gateway_is_reconciled():
+    """Khipu takes a whole refund and its answer is lost (after refunding): unknown until a
+    reconciliation asks again, and finds the payment reversed."""
+    text = REFUSED.replace("GATEWAY", "khipu").replace(
+        "EVENT", "refund: {invoice: INV-000001, lose_answer: after}"
+    )
+    unknown = run_scenario(load_scenario(text))
+    assert [(r["amount"], r["status"]) for r in unknown["refunds"]] == [("15000", "unknown")]
+    text += '  - {at: "2026-03-06T12:00:00Z", reconcile: {}}\n'
+    settled = run_scenario(load_scenario(text))
+    assert [(r["amount"], r["status"]) for r in settled["refunds"]] == [("15000", "succeeded")]
+
+
+def test_the_events_of_one_instant_are_made_before_the_work_they_make_due():
+    """A late payment reactivates an unpaid subscription, whose resume invoice is due at once;
+    the credit granted at the same instant is granted first, so that invoice is paid with it
+    (as in a history whose two calls come together, before the worker's next run)."""
+    text = """\
+name: one instant
+start: "2026-03-02T13:00:00Z"
+until: "2026-04-10T00:00:00Z"
+fake_gateway: {pending_seconds: 86400}
+plans:
+  - {code: oro, name: Oro, price: 15000, currency: CLP, retry: {delays_days: [], then: unpaid}}
+customers:
+  - {ref: c1, timezone: UTC, payment: link_expires}
+subscriptions:
+  - {ref: s1, customer: c1, plan: oro}
+events:
+  - {at: "2026-04-05T12:00:00Z", pay_expired_link: {invoice: INV-000001}}
+  - {at: "2026-04-05T12:00:00Z", grant_credit: {customer: c1, amount: 15000}}
+"""
+    report = run_scenario(load_scenario(text))
+    resumed = report["invoices"][1]
+    assert (resumed["reason"], resumed["status"], resumed["total"]) == ("resume", "paid", "0")
+    assert Decimal(resumed["credit"]) < 0
+    names = [e["name"] for e in report["events"] if e["at"] == "2026-04-05T12:00:00+00:00"]
+    assert names == [
+        "payment.succeeded",
+        "invoice.paid",
+        "subscription.activated",
+        "credit.granted",
+        "invoice.created",
+        "invoice.paid",
+    ]

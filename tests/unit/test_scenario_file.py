@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -674,3 +674,241 @@ def test_anchors_and_merge_keys_work_and_keep_lines():
     scenario = load_scenario(text.replace('"-3"', '"90000"'))
     assert [plan.code for plan in scenario.plans] == ["oro", "platino", "titanio", "uf"]
     assert scenario.plans[2].name == "Plan Platino"
+
+
+# --- settings, customers without a payment method, and the events of the machine's histories ---
+
+# One line per key where it matters (numbers at the right).
+HISTORY = """\
+name: the forms a recorded history needs
+start: "2026-01-31T12:00:00+00:00"
+until: "2026-06-01T00:00:00+00:00"
+settings:
+  final_debt: write_off
+  late_payment_days: 60
+  refunds_return_credit: false
+  batch_size: 1
+  lease_seconds: 30.5
+fake_gateway: {pending_seconds: 129600}
+plans:
+  - {code: oro, name: Plan Oro, price: "15000", currency: CLP,
+     retry: {delays_seconds: [43200, 86400], then: canceled}}
+  - {code: usd, name: Dollars, price: "20", currency: USD}
+customers:
+  - {ref: c1, timezone: America/Santiago, payment: none}
+  - {ref: c2, timezone: America/Santiago, gateway: khipu, payment: pay_late_native}
+subscriptions:
+  - {ref: s1, customer: c2, plan: oro}
+events:
+  - at: "2026-02-01T00:00:00+00:00"
+    subscribe:
+      ref: s2
+      customer: c1
+      plan: usd
+      start: "2026-02-02T00:00:00+00:00"
+      trial_end: "2026-02-05T00:00:00+00:00"
+      tax: {name: IVA, percent: "19"}
+      prorate: false
+      cycles: 2
+  - {at: "2026-02-03T00:00:00+00:00", cancel: {subscription: s2}}
+  - {at: "2026-02-04T00:00:00+00:00", reconcile: {}}
+  - at: "2026-02-05T00:00:00+00:00"
+    refund: {invoice: INV-000001, attempt: 2, amount: "100", lose_answer: before}
+  - at: "2026-02-06T00:00:00+00:00"
+    pay_expired_link: {invoice: INV-000001, attempt: 1, delivery: twice}
+  - at: "2026-02-07T00:00:00+00:00"
+    lose_refund_answer: {gateway: khipu, when: after}
+  - at: "2026-02-08T00:00:00+00:00"
+    grant_credit: {customer: c1, amount: "500", currency: CLP}
+  - {at: "2026-02-09T00:00:00+00:00", set_payment: {customer: c2, payment: pay_late_native}}
+"""
+#  4 settings        13 .retry       21 events[0]     31 events[1]  33 events[3]   37 events[5]
+#  5 .final_debt     16 customers[0] 22 .subscribe    32 events[2]  34 .refund     38 .lose_..
+#  6 .late_payment   17 customers[1] 23 .ref 24 .customer 25 .plan 26 .start 27 .trial_end
+#  7 .refunds_return 19 subscriptions[0]              28 .tax 29 .prorate 30 .cycles
+#  8 .batch_size 9 .lease_seconds 10 fake_gateway     35 events[4] 36 .pay_expired_link
+#                                                     39 events[6] 40 .grant_credit 41 events[7]
+
+
+def test_the_forms_of_a_recorded_history_parse_into_typed_values():
+    scenario = load_scenario(HISTORY, "history.yaml")
+    assert dict(scenario.settings) == {
+        "final_debt": "write_off",
+        "late_payment_days": 60,
+        "refunds_return_credit": False,
+        "batch_size": 1,
+        "lease_seconds": 30.5,
+    }
+    assert scenario.fake_pending_for == timedelta(hours=36)
+    assert scenario.plans[0].retry_policy == RetryPolicy(
+        delays=(timedelta(hours=12), timedelta(days=1)), max_attempts=3, then=AfterRetries.CANCELED
+    )
+    assert [c.payment for c in scenario.customers] == ["none", "pay_late_native"]
+    assert [(e.action, dict(e.args), e.line) for e in scenario.events] == [
+        (
+            "subscribe",
+            {
+                "ref": "s2",
+                "customer": "c1",
+                "plan": "usd",
+                "start": datetime(2026, 2, 2, tzinfo=UTC),
+                "trial_end": datetime(2026, 2, 5, tzinfo=UTC),
+                "tax": TaxRate.of("IVA", "19"),
+                "prorate": False,
+                "cycles": 2,
+            },
+            21,
+        ),
+        ("cancel", {"subscription": "s2"}, 31),
+        ("reconcile", {}, 32),
+        (
+            "refund",
+            {
+                "invoice": "INV-000001",
+                "attempt": 2,
+                "amount": Decimal(100),
+                "lose_answer": "before",
+            },
+            33,
+        ),
+        ("pay_expired_link", {"invoice": "INV-000001", "attempt": 1, "delivery": "twice"}, 35),
+        ("lose_refund_answer", {"gateway": "khipu", "when": "after"}, 37),
+        ("grant_credit", {"customer": "c1", "amount": Decimal(500), "currency": "CLP"}, 39),
+        ("set_payment", {"customer": "c2", "payment": "pay_late_native"}, 41),
+    ]
+
+
+def test_without_the_new_sections_a_scenario_has_the_defaults():
+    scenario = load_scenario(FIXTURE)
+    assert dict(scenario.settings) == {}
+    assert scenario.fake_pending_for is None
+
+
+# (what HISTORY says, what the broken file says, line, field, part of the rule)
+# fmt: off
+HISTORY_CASES = [
+    pytest.param("  batch_size: 1\n", "  batch_size: 1\n  threads: 4\n",
+                 9, "settings.threads", "unknown key; expected one of final_debt",
+                 id="a setting a scenario does not take"),
+    pytest.param("  batch_size: 1\n", "  batch_size: 1\n  proration: day\n",
+                 9, "settings.proration", "is the top-level proration key",
+                 id="proration among the settings"),
+    pytest.param("  late_payment_days: 60", '  late_payment_days: "soon"',
+                 6, "settings.late_payment_days", "must be a number", id="setting: not a number"),
+    pytest.param("  late_payment_days: 60", "  late_payment_days: 400",
+                 6, "settings.late_payment_days", "must be a number of days from 0 to 366",
+                 id="setting: out of range"),
+    pytest.param("  final_debt: write_off", "  final_debt: forgive",
+                 5, "settings.final_debt", "must be invoice or write_off", id="setting: choice"),
+    pytest.param("  refunds_return_credit: false", '  refunds_return_credit: "no"',
+                 7, "settings.refunds_return_credit", "must be true or false",
+                 id="setting: not a boolean"),
+    pytest.param("  batch_size: 1", "  batch_size: 0",
+                 8, "settings.batch_size", "must be an integer >= 1", id="setting: integer"),
+    pytest.param("  lease_seconds: 30.5", "  lease_seconds: true",
+                 9, "settings.lease_seconds", "must be a number", id="setting: a boolean number"),
+    pytest.param("  lease_seconds: 30.5", "  lease_seconds: 0",
+                 9, "settings.lease_seconds", "must be a number of seconds > 0",
+                 id="setting: seconds"),
+    pytest.param("settings:\n  final_debt: write_off\n", "settings: write_off\n  final_debt: x\n",
+                 5, "yaml", "cannot be parsed", id="settings: malformed"),
+    pytest.param("fake_gateway: {pending_seconds: 129600}", "fake_gateway: {pending_seconds: -1}",
+                 10, "fake_gateway.pending_seconds", "must be >= 0", id="negative pending"),
+    pytest.param("fake_gateway: {pending_seconds: 129600}", "fake_gateway: {pending: 129600}",
+                 10, "fake_gateway.pending", "unknown key; expected one of pending_seconds",
+                 id="fake gateway: unknown key"),
+    pytest.param("fake_gateway: {pending_seconds: 129600}", "fake_gateway: 2 days",
+                 10, "fake_gateway", "must be a mapping", id="fake gateway: not a mapping"),
+    pytest.param("delays_seconds: [43200, 86400]", "delays_seconds: [43200, 0]",
+                 13, "plans[0].retry.delays_seconds[1]", "must be an integer >= 1",
+                 id="retry: a delay of no seconds"),
+    pytest.param("delays_seconds: [43200, 86400]", "delays_seconds: [1], delays_days: [1]",
+                 13, "plans[0].retry.delays_seconds", "give delays_days or delays_seconds",
+                 id="retry: two schedules"),
+    pytest.param("payment: none}", "payment: nothing}",
+                 16, "customers[0].payment", "must be one of approve", id="customer payment"),
+    pytest.param("payment: pay_late_native}}", "payment: none}}",
+                 41, "events[7].set_payment.payment", "must be one of approve",
+                 id="no payment method is a customer's only"),
+    pytest.param("      ref: s2\n", "      ref: s1\n",
+                 23, "events[0].subscribe.ref",
+                 "duplicate subscription ref; first defined on line 19", id="subscribe: old ref"),
+    pytest.param("      ref: s2\n", "",
+                 22, "events[0].subscribe.ref", "required key is missing",
+                 id="subscribe: no ref"),
+    pytest.param("      plan: usd\n", "      plan: platino\n",
+                 25, "events[0].subscribe.plan", "must name a plan", id="subscribe: unknown plan"),
+    pytest.param('      start: "2026-02-02T00:00:00+00:00"',
+                 '      start: "2026-01-31T23:00:00+00:00"',
+                 26, "events[0].subscribe.start", "must not be before the event's at",
+                 id="subscribe: a start in the past"),
+    pytest.param('      trial_end: "2026-02-05T00:00:00+00:00"', '      trial_end: "2026-02-05"',
+                 27, "events[0].subscribe.trial_end", "naive datetimes are refused",
+                 id="subscribe: a naive trial end"),
+    pytest.param('      tax: {name: IVA, percent: "19"}', "      tax: {name: IVA, percent: 19.5}",
+                 28, "events[0].subscribe.tax.percent", "decimals must be quoted",
+                 id="subscribe: a float tax"),
+    pytest.param("      prorate: false", "      prorate: 0",
+                 29, "events[0].subscribe.prorate", "must be true or false",
+                 id="subscribe: prorate"),
+    pytest.param("      cycles: 2", "      cycles: 0",
+                 30, "events[0].subscribe.cycles", "must be an integer >= 1",
+                 id="subscribe: cycles"),
+    pytest.param("cycles: 2\n", "cycles: 2\n      color: red\n",
+                 31, "events[0].subscribe.color", "unknown key; expected one of ref, customer",
+                 id="subscribe: unknown key"),
+    pytest.param("reconcile: {}", "reconcile: {now: true}",
+                 32, "events[2].reconcile.now", "unknown key; expected one of ", id="reconcile"),
+    pytest.param("reconcile: {}", "reconcile: yes",
+                 32, "events[2].reconcile", "must be a mapping", id="reconcile: not a mapping"),
+    pytest.param("attempt: 2, amount", "attempt: 0, amount",
+                 34, "events[3].refund.attempt", "must be an integer >= 1", id="refund: attempt"),
+    pytest.param("attempt: 2, amount", 'attempt: "2nd", amount',
+                 34, "events[3].refund.attempt", "must be an integer", id="refund: attempt text"),
+    pytest.param("lose_answer: before}", "lose_answer: never}",
+                 34, "events[3].refund.lose_answer", "must be one of after, before",
+                 id="refund: lose_answer"),
+    pytest.param("delivery: twice}", "delivery: thrice}",
+                 36, "events[4].pay_expired_link.delivery", "must be one of once, twice, lost",
+                 id="pay_expired_link: delivery"),
+    pytest.param("{invoice: INV-000001, attempt: 1, delivery: twice}", "{attempt: 1}",
+                 36, "events[4].pay_expired_link.invoice", "required key is missing",
+                 id="pay_expired_link: no invoice"),
+    pytest.param("{gateway: khipu, when: after}", "{gateway: stripe}",
+                 38, "events[5].lose_refund_answer.gateway", "must be one of fake, khipu",
+                 id="lose_refund_answer: unknown gateway"),
+    pytest.param("{gateway: khipu, when: after}", "{gateway: khipu, when: later}",
+                 38, "events[5].lose_refund_answer.when", "must be one of after, before",
+                 id="lose_refund_answer: when"),
+    pytest.param('amount: "500", currency: CLP}', 'amount: "500", currency: PESO}',
+                 40, "events[6].grant_credit.currency", "ISO 4217 currency code",
+                 id="grant_credit: currency"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "rule"), HISTORY_CASES)
+def test_every_error_of_the_new_forms_names_the_line_and_the_field(
+    old: str, new: str, line: int, field: str, rule: str
+):
+    error = refused(edited(old, new, HISTORY))
+    assert (error.line, error.field) == (line, field), str(error)
+    assert rule in error.rule, str(error)
+    assert str(error).startswith(f"scenario.yaml:{line}: {field}: ")
+
+
+def test_events_can_name_a_subscription_a_subscribe_event_makes():
+    text = edited(
+        '  - {at: "2026-02-03T00:00:00+00:00", cancel: {subscription: s2}}',
+        '  - {at: "2026-02-03T00:00:00+00:00", cancel: {subscription: s3}}',
+        HISTORY,
+    )
+    error = refused(text)
+    assert (error.line, error.field) == (31, "events[1].cancel.subscription")
+    assert "(known: s1, s2)" in error.rule
+
+
+def test_a_subscribe_starts_at_its_event_unless_told():
+    text = edited('      start: "2026-02-02T00:00:00+00:00"\n', "", HISTORY)
+    [subscribe] = [e for e in load_scenario(text).events if e.action == "subscribe"]
+    assert "start" not in subscribe.args

@@ -1,5 +1,6 @@
 """The scenario recorder (billing.testing.recorder): what a history did, written as a scenario
-file that billing.scenarios reads, with what the format cannot say marked as comments."""
+file that billing.scenarios reads (settings, customers without a payment method, subscriptions
+made later, every event the machine makes), with what the format cannot say marked as comments."""
 
 from __future__ import annotations
 
@@ -69,9 +70,15 @@ def test_what_the_format_cannot_say_is_marked_in_comments():
     assert "# not replayed: a reconciliation" in text
     assert "# left out: s2, to start at 2026-03-12T15:00:00+00:00" in text
     assert "# left out: cancel of s2, which never started" in text
-    assert "# approximately: granted in MXN; a scenario grants it in CLP" in text
     assert "# approximately: the answer was lost" in text
     assert DIFFERS in text
+    assert "approximately: granted in" not in text  # a grant carries its currency
+
+
+def test_a_grant_is_written_with_its_currency():
+    scenario = load_scenario(_recorded().text(START + timedelta(days=10)))
+    [grant] = [event for event in scenario.events if event.action == "grant_credit"]
+    assert dict(grant.args) == {"customer": "c1", "amount": 500, "currency": "MXN"}
 
 
 def test_rates_are_written_for_the_plans_that_need_them_around_the_history():
@@ -93,12 +100,104 @@ def test_a_history_that_ended_at_its_start_still_has_an_end_after_it():
     assert DIFFERS not in text
 
 
-def test_a_retry_delay_of_part_of_a_day_is_rounded_up_and_noted():
-    policy = RetryPolicy(delays=(timedelta(hours=12),), max_attempts=2)
+def test_a_retry_delay_of_part_of_a_day_is_written_in_seconds():
+    policy = RetryPolicy(delays=(timedelta(hours=12), timedelta(days=2)), max_attempts=3)
     plan = replace(Plan.of(code="p", name="P", price="5", currency="CLP"), retry_policy=policy)
     recorder = ScenarioRecorder("retry", START)
     recorder.add_plan(plan)
     text = recorder.text(START + timedelta(days=1))
-    assert "# approximately: p's retry delays are not whole days; rounded up" in text
+    assert "delays_seconds: [43200, 172800]" in text
+    assert "approximately" not in text
     [read] = load_scenario(text).plans
-    assert read.retry_policy.delays == (timedelta(days=1),)
+    assert read == plan
+
+
+def test_a_retry_delay_of_part_of_a_second_is_rounded_up_and_noted():
+    policy = RetryPolicy(delays=(timedelta(seconds=1.5),), max_attempts=2)
+    plan = replace(Plan.of(code="p", name="P", price="5", currency="CLP"), retry_policy=policy)
+    recorder = ScenarioRecorder("retry", START)
+    recorder.add_plan(plan)
+    text = recorder.text(START + timedelta(days=1))
+    assert "# approximately: p's retry delays are not whole seconds; rounded up" in text
+    [read] = load_scenario(text).plans
+    assert read.retry_policy.delays == (timedelta(seconds=2),)
+
+
+def test_settings_and_the_fake_gateways_waiting_time_are_written():
+    recorder = ScenarioRecorder("settings", START)
+    recorder.add_plan(Plan.of(code="oro", name="Oro", price="1", currency="CLP"))
+    recorder.setting("final_debt", "write_off")
+    recorder.setting("late_payment_days", 60)
+    recorder.setting("refunds_return_credit", False)
+    recorder.fake_pending_for(timedelta(hours=36))
+    text = recorder.text(START + timedelta(days=1))
+    assert DIFFERS not in text
+    scenario = load_scenario(text)
+    assert dict(scenario.settings) == {
+        "final_debt": "write_off",
+        "late_payment_days": 60,
+        "refunds_return_credit": False,
+    }
+    assert scenario.fake_pending_for == timedelta(hours=36)
+
+
+def test_a_waiting_time_with_a_fraction_of_a_second_is_rounded_up_and_noted():
+    recorder = ScenarioRecorder("settings", START)
+    recorder.fake_pending_for(timedelta(seconds=90, microseconds=1))
+    text = recorder.text(START + timedelta(days=1))
+    assert "fake_gateway: {pending_seconds: 91}" in text
+    assert "rounded up to 91 s" in text
+    assert DIFFERS in text
+
+
+def test_a_subscription_made_later_is_a_subscribe_event():
+    recorder = ScenarioRecorder("later", START)
+    recorder.add_plan(Plan.of(code="oro", name="Oro", price="15000", currency="CLP"))
+    recorder.add_plan(Plan.of(code="usd", name="Usd", price="20", currency="USD"))
+    recorder.add_customer("c1", "America/Santiago", payment="none")
+    made = START + timedelta(days=2)
+    recorder.add_subscription("s1", "c1", "usd", start=made, created_at=made, prorate=False)
+    scheduled = START + timedelta(days=30)  # starts after the history ended: kept all the same
+    recorder.add_subscription("s2", "c1", "oro", start=scheduled, created_at=made)
+    recorder.add_event(made, "cancel", {"subscription": "s2", "at_period_end": False})
+    until = START + timedelta(days=10)
+    expect = {"subscriptions": [{"ref": "s1"}, {"ref": "s2"}]}
+    document = recorder.document(until, expect=expect)
+    assert document["subscriptions"] == []
+    assert document["events"][0] == {
+        "at": made.isoformat(),
+        "subscribe": {"ref": "s1", "customer": "c1", "plan": "usd", "prorate": False},
+    }
+    assert document["events"][1]["subscribe"]["start"] == scheduled.isoformat()
+    assert [plan["code"] for plan in document["plans"]] == ["oro", "usd"]
+    assert document["expect"] == expect
+    text = recorder.text(until)
+    assert "left out" not in text
+    scenario = load_scenario(text)
+    assert [event.action for event in scenario.events] == ["subscribe", "subscribe", "cancel"]
+    assert scenario.customers[0].payment == "none"
+
+
+def test_the_machines_events_read_back():
+    recorder = ScenarioRecorder("events", START)
+    recorder.add_plan(Plan.of(code="oro", name="Oro", price="15000", currency="CLP"))
+    recorder.add_customer("c1", "America/Santiago", payment="pay_late_native", gateway="khipu")
+    recorder.add_subscription("s1", "c1", "oro", start=START)
+    at = START + timedelta(days=4)
+    recorder.add_event(
+        at, "refund", {"invoice": "INV-000001", "attempt": 2, "lose_answer": "after"}
+    )
+    recorder.add_event(at, "lose_refund_answer", {"gateway": "khipu", "when": "after"})
+    recorder.add_event(at, "reconcile", {})
+    recorder.add_event(
+        at, "pay_expired_link", {"invoice": "INV-000001", "attempt": 1, "delivery": "lost"}
+    )
+    text = recorder.text(START + timedelta(days=10))
+    assert DIFFERS not in text
+    scenario = load_scenario(text)
+    assert [(event.action, dict(event.args)) for event in scenario.events] == [
+        ("refund", {"invoice": "INV-000001", "attempt": 2, "lose_answer": "after"}),
+        ("lose_refund_answer", {"gateway": "khipu", "when": "after"}),
+        ("reconcile", {}),
+        ("pay_expired_link", {"invoice": "INV-000001", "attempt": 1, "delivery": "lost"}),
+    ]
