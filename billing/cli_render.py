@@ -166,6 +166,8 @@ def describe_event(
             reason = p.get("reason")
             why = f"{source}: {reason}" if reason and reason != source else str(source)
             return f"credit +{amount()} ({why})"
+        case "credit.withdrawn":
+            return f"credit -{amount()} taken back ({p.get('reason') or 'refunded'})"
         case "credit.forfeited":
             return f"held credit {amount()} forfeited ({invoice()} was not paid)"
     return name

@@ -275,6 +275,9 @@ class CreditSource(StrEnum):
     """Credit an invoice had used, given back when its payment was refunded in full."""
     OVERPAYMENT = "overpayment"
     """A payment that arrived for an invoice already settled another way (paid or voided)."""
+    REFUND_FAILED = "refund_failed"
+    """Credit a refund took back (:class:`CreditWithdrawn`), returned: the gateway refused the
+    refund."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,6 +293,21 @@ class CreditGranted(Event):
     invoice_id: str | None = None
     """The invoice the credit comes from, if any (a refunded one, an overpaid one, the one
     whose payment released held credit)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditWithdrawn(Event):
+    """Credit was taken back from a customer's balance: a refund gives back money of an invoice
+    that had become credit (an overpayment), so the credit goes with it."""
+
+    name: ClassVar[str] = "credit.withdrawn"
+    customer_id: str
+    amount: Money
+    reason: str
+    refund_id: str
+    payment_id: str
+    invoice_id: str
+    subscription_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -90,6 +90,7 @@ class AuditReport:
 
 _NAMED = (
     "credit.granted",
+    "credit.withdrawn",
     "subscription.plan_changed",
     "subscription.debt_invoiced",
     "subscription.debt_written_off",
@@ -287,11 +288,15 @@ class _Checks:
         return {key: Books(**values) for key, values in totals.items()}
 
     def credit(self) -> Iterator[Finding]:
-        """Balance = credit granted (by every source) - credit invoices used; never negative."""
+        """Balance = credit granted (by every source) - credit taken back by refunds - credit
+        invoices used; never negative."""
         expected: defaultdict[tuple[str, str], int] = defaultdict(int)
         for event in self._named("credit.granted"):
             amount = event.payload["amount"]
             expected[(event.payload["customer_id"], amount["currency"])] += amount["minor"]
+        for event in self._named("credit.withdrawn"):
+            amount = event.payload["amount"]
+            expected[(event.payload["customer_id"], amount["currency"])] -= amount["minor"]
         for invoice in self.invoices.values():
             expected[(invoice.customer_id, invoice.currency)] -= self._credit_used(invoice.id)
         held = {(b.customer_id, b.currency): b.amount_minor for b in self.balances}
@@ -418,8 +423,8 @@ class _Checks:
                 yield Finding("periods", subscription.id, "its current period is not invoiced")
 
     def refund_limits(self) -> Iterator[Finding]:
-        """A payment is never refunded beyond its amount; credit given back by refunds never
-        exceeds what the refunded invoices used."""
+        """A payment is never refunded beyond its amount; credit given back by refunds is what
+        the invoices refunded in full used; money refunded is never kept as credit too."""
         given: defaultdict[str, int] = defaultdict(int)
         for refund in self.refunds:
             if refund.status != "failed":
@@ -436,10 +441,16 @@ class _Checks:
             if event.payload.get("source") == "refund":
                 returned[event.payload["invoice_id"]] += event.payload["amount"]["minor"]
         confirmed: defaultdict[str, int] = defaultdict(int)
+        refunded: defaultdict[str, int] = defaultdict(int)
+        by_payment = {payment.id: payment for payment in self.payments}
         for refund in self.refunds:
+            invoice_id = by_payment[refund.payment_id].invoice_id
             if refund.status == "succeeded":
-                confirmed[refund.payment_id] += refund.amount_minor
-        whole = {p.invoice_id for p in self.payments if confirmed[p.id] == p.amount_minor}
+                confirmed[invoice_id] += refund.amount_minor
+            if refund.status != "failed":
+                refunded[invoice_id] += refund.amount_minor
+        whole = {i for i, taken in self.captured.items() if taken and confirmed[i] == taken}
+        yield from self._overpayments_refunded(refunded)
         for invoice_id in sorted(set(returned) | whole):
             used = self._credit_used(invoice_id)
             due = used if self.refunds_return_credit and invoice_id in whole else 0
@@ -449,4 +460,25 @@ class _Checks:
                     self.invoices[invoice_id].number,
                     f"{returned[invoice_id]} of its {used} of credit given back by refunds, "
                     f"{due} expected",
+                )
+
+    def _overpayments_refunded(self, refunded: dict[str, int]) -> Iterator[Finding]:
+        """Money of an invoice that became credit (it came after the invoice was settled) and
+        was then refunded had its credit taken back: refunds draw on it first."""
+        withdrawn: defaultdict[str, int] = defaultdict(int)
+        for event in self._named("credit.withdrawn"):
+            withdrawn[event.payload["invoice_id"]] += event.payload["amount"]["minor"]
+        for event in self._named("credit.granted"):
+            if event.payload.get("source") == "refund_failed":
+                withdrawn[event.payload["invoice_id"]] -= event.payload["amount"]["minor"]
+        for invoice_id in sorted(set(refunded) | set(withdrawn)):
+            invoice = self.invoices[invoice_id]
+            kept = invoice.total_minor if invoice.status == InvoiceStatus.PAID.value else 0
+            drawn = min(refunded.get(invoice_id, 0), max(0, self.captured[invoice_id] - kept))
+            if withdrawn[invoice_id] != drawn:
+                yield Finding(
+                    "refunds",
+                    invoice.number,
+                    f"{refunded.get(invoice_id, 0)} refunded, {drawn} of it money that had "
+                    f"become credit, but {withdrawn[invoice_id]} of credit taken back",
                 )

@@ -6,13 +6,18 @@ called. A refund whose answer was lost (``unknown``), that the gateway has not s
 by the reconcile job once its ``check_at`` passes: the same request is sent with the same key,
 which every gateway answers with what became of the first one (the port's rule), so money goes
 back once. Until it is settled, an unsettled refund counts as refunded: nothing more of that
-payment can be refunded meanwhile. Refunds of one payment are written and settled one at a time
-(the payment's row is locked), so two concurrent partial refunds are both made, one after the
-other.
+payment can be refunded meanwhile. Refunds of one invoice's payments are written and settled one
+at a time (the invoice's payment rows are locked), so two concurrent partial refunds are both
+made, one after the other.
 
-A payment refunded in full gives back, as customer credit, the credit its invoice used (QVO
-refunds "the full amount paid and the corresponding credits"); ``Settings.refunds_return_credit``
-turns that off.
+An invoice whose payments are refunded in full gives back, as customer credit, the credit it used
+(QVO refunds "the full amount paid and the corresponding credits");
+``Settings.refunds_return_credit`` turns that off.
+
+Money that arrived after its invoice was settled became the customer's credit (an overpayment).
+A refund of the invoice's payments draws on that money first and takes its credit back when it
+is made (``credit.withdrawn``), or is refused if the customer spent it meanwhile; a refund the
+gateway then refuses returns it. So money is never both refunded and kept as credit.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from billing.domain.errors import IllegalTransition, InvalidArgument
-from billing.domain.events import CreditSource, Event, PaymentRefunded, RefundFailed
+from billing.domain.events import (
+    CreditSource,
+    CreditWithdrawn,
+    Event,
+    PaymentRefunded,
+    RefundFailed,
+)
+from billing.domain.invoices import InvoiceStatus
 from billing.domain.money import Money
 from billing.domain.payments import PaymentStatus, Refund, RefundStatus, refund_amount
 from billing.ports import Capability, PaymentGateway, RefundRequest, RefundResult
@@ -40,7 +52,7 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
     """Refund ``amount`` (all that is left by default) of a succeeded payment."""
     now = ctx.clock.now()
     with ctx.store.transaction() as tx:
-        row = tx.payment_row(payment_id, lock=True)  # one refund of a payment at a time
+        row = _locked(tx, payment_id)  # one refund of an invoice's payments at a time
         if row.status != PaymentStatus.SUCCEEDED.value or row.reference is None:
             raise IllegalTransition("payment", payment_id, row.status, "be refunded")
         port = gateway(ctx, row.gateway or "")
@@ -51,6 +63,16 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
         if given != paid - refunded and Capability.PARTIAL_REFUNDS not in port.capabilities:
             rule = f"must be all that is left ({paid - refunded}): {port.name} refunds only whole"
             raise InvalidArgument("amount", f"{rule} payments", amount)
+        take = Money(min(given.minor, _overpaid_left(tx, row.invoice_id)), given.currency)
+        if take.is_positive():
+            left = tx.credit(row.customer_id, take.currency, lock=True).amount
+            if left < take:
+                rule = (
+                    f"must be at most {given - (take - left)}: {take} of it is money that became "
+                    f"the customer's credit (it came after the invoice was settled), and only "
+                    f"{left} of that credit is left"
+                )
+                raise InvalidArgument("amount", rule, amount)
         number = len(tx.refund_rows(payment_id)) + 1
         refund_row = RefundRow(
             id=new_id("re"),
@@ -61,8 +83,23 @@ def refund(ctx: Context, claim: Claim | None, *, payment_id: str, amount: Money 
             status=RefundStatus.CREATED.value,
             created_at=now,
             check_at=now + ctx.settings.unanswered_after,  # once this call is surely over
+            credit_taken_minor=take.minor,
         )
         tx.session.add(refund_row)
+        if take.is_positive():
+            invoice = tx.invoice(row.invoice_id)
+            tx.withdraw(
+                CreditWithdrawn(
+                    at=now,
+                    customer_id=row.customer_id,
+                    amount=take,
+                    reason=f"money paid after {invoice.number} was settled, now refunded",
+                    refund_id=refund_row.id,
+                    payment_id=payment_id,
+                    invoice_id=row.invoice_id,
+                    subscription_id=row.subscription_id,
+                )
+            )
         request = _request(tx, refund_row, row, now)
         if claim is not None:
             claim.remember(tx, _refund(refund_row, row.invoice_id))
@@ -140,9 +177,32 @@ def _ask(port: PaymentGateway, request: RefundRequest) -> RefundResult:
         return RefundResult(status=RefundStatus.UNKNOWN, message=type(exc).__name__)
 
 
+def _locked(tx: Tx, payment_id: str) -> PaymentRow:
+    """A payment's row, with every attempt of its invoice locked (in id order, by every
+    refund alike): what a refund takes or gives back depends on all of them."""
+    invoice_id = tx.payment_row(payment_id).invoice_id
+    return next(row for row in tx.lock_invoice_payments(invoice_id) if row.id == payment_id)
+
+
+def _overpaid_left(tx: Tx, invoice_id: str) -> int:
+    """Money of an invoice (in minor units) that became the customer's credit, having come
+    after the invoice was settled (an overpayment), and that no refund has drawn on yet. A
+    refund of any of the invoice's payments draws on it first, and takes that credit back."""
+    invoice = tx.invoice(invoice_id)
+    succeeded = [
+        row
+        for row in tx.payment_rows(invoice_id=invoice_id)
+        if row.status == PaymentStatus.SUCCEEDED.value
+    ]
+    captured = sum(row.amount_minor for row in succeeded)
+    kept = invoice.total.minor if invoice.status is InvoiceStatus.PAID else 0
+    refunded = sum(tx.refunded(row.id) for row in succeeded)
+    return max(0, captured - kept - refunded)
+
+
 def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: datetime) -> Refund:
     """Save the gateway's answer, with the event of the status it reaches (once)."""
-    payment = tx.payment_row(tx.refund_row(refund_id).payment_id, lock=True)
+    payment = _locked(tx, tx.refund_row(refund_id).payment_id)
     row = tx.refund_row(refund_id, fresh=True)
     if row.status not in UNSETTLED_REFUNDS:  # settled meanwhile: the first answer stands
         return _refund(row, payment.invoice_id)
@@ -159,15 +219,28 @@ def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: dat
         tx.record([event])
     if row.status == RefundStatus.SUCCEEDED.value and ctx.settings.refunds_return_credit:
         _return_credit(tx, payment, now)
+    if row.status == RefundStatus.FAILED.value and row.credit_taken_minor:
+        invoice = tx.invoice(payment.invoice_id)
+        refused = Money.from_minor(row.credit_taken_minor, row.currency)
+        reason = f"refund {row.id} of invoice {invoice.number} was refused: its credit returns"
+        credit_back(tx, payment, invoice, refused, now, CreditSource.REFUND_FAILED, reason)
     log.info("refund.recorded refund=%s status=%s code=%s", row.id, row.status, row.code)
     return _refund(row, payment.invoice_id)
 
 
 def _return_credit(tx: Tx, payment: PaymentRow, at: datetime) -> None:
-    """Once the refunds of a payment reach its whole amount, give back the credit its invoice
-    used (this is called with the payment locked, as each refund succeeds: exactly once)."""
+    """Once the refunds of an invoice's payments reach all they took, give back the credit the
+    invoice used (this is called with the invoice's payments locked, as each refund succeeds:
+    exactly once). A payment that came after the invoice was settled is not the invoice's:
+    refunding it alone gives back no credit."""
     tx.session.flush()
-    if tx.refunded(payment.id, succeeded_only=True) != payment.amount_minor:
+    succeeded = [
+        row
+        for row in tx.payment_rows(invoice_id=payment.invoice_id)
+        if row.status == PaymentStatus.SUCCEEDED.value
+    ]
+    taken = sum(row.amount_minor for row in succeeded)
+    if sum(tx.refunded(row.id, succeeded_only=True) for row in succeeded) != taken:
         return
     invoice = tx.invoice(payment.invoice_id)
     used = invoice.credit_applied

@@ -354,6 +354,9 @@ class RefundRow(SQLModel, table=True):
     updated_at: datetime | None = None
     check_at: datetime | None = Field(default=None, index=True)
     """When to ask the gateway again about a refund without a final answer (else None)."""
+    credit_taken_minor: int = Field(default=0, sa_type=BigInteger)
+    """Credit this refund took back from the customer (money of an overpaid invoice that had
+    become credit), returned if the gateway refuses the refund."""
 
 
 class EventRow(SQLModel, table=True):

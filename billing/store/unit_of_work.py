@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from billing.domain.catalog import Plan
 from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StorageError
-from billing.domain.events import CreditGranted, Event
+from billing.domain.events import CreditGranted, CreditWithdrawn, Event
 from billing.domain.invoices import Invoice, InvoiceStatus, invoice_number
 from billing.domain.ledger import CreditBalance
 from billing.domain.money import Currency, Money
@@ -294,6 +294,13 @@ class Tx:
         """Add credit to a customer's balance, recording the event that says why."""
         balance = self.change_credit(granted.customer_id, granted.amount, granted.at)
         self.record([granted])
+        return balance
+
+    def withdraw(self, withdrawn: CreditWithdrawn) -> CreditBalance:
+        """Take credit back from a customer's balance, recording the event that says why
+        (:class:`ConcurrentUpdate` if the balance no longer covers it)."""
+        balance = self.change_credit(withdrawn.customer_id, -withdrawn.amount, withdrawn.at)
+        self.record([withdrawn])
         return balance
 
     def gateway_customer(self, customer_id: str, gateway: str) -> str | None:
@@ -778,6 +785,20 @@ class Tx:
         if row is None:
             raise NotFound("payment", payment_id)
         return row
+
+    def lock_invoice_payments(self, invoice_id: str) -> list[PaymentRow]:
+        """Every attempt of an invoice, read afresh and locked until commit, in id order: the
+        refunds of one invoice are made and settled one at a time (their credit depends on all
+        of its payments)."""
+        return list(
+            self.session.exec(
+                select(PaymentRow)
+                .where(col(PaymentRow.invoice_id) == invoice_id)
+                .order_by(col(PaymentRow.id))
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).all()
+        )
 
     def payment_rows(
         self,

@@ -7,7 +7,7 @@ index on the attempts waiting for the customer finds them without reading every 
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-10 10:00:00
+Create Date: 2026-12-03 10:00:00
 """
 
 from __future__ import annotations
