@@ -134,7 +134,9 @@ def audit(ctx: Context) -> AuditReport:
         payments = _rows(
             tx, PaymentRow, "id", "invoice_id", "customer_id", "status", "amount_minor"
         )
-        refunds = _rows(tx, RefundRow, "payment_id", "status", "amount_minor", "currency")
+        refunds = _rows(
+            tx, RefundRow, "payment_id", "status", "amount_minor", "currency", "credit_taken_minor"
+        )
         balances = _rows(tx, CreditBalanceRow)
         events: Table = EventRow.__table__  # type: ignore[attr-defined]
         named = list(
@@ -441,16 +443,16 @@ class _Checks:
             if event.payload.get("source") == "refund":
                 returned[event.payload["invoice_id"]] += event.payload["amount"]["minor"]
         confirmed: defaultdict[str, int] = defaultdict(int)
-        refunded: defaultdict[str, int] = defaultdict(int)
+        taken: defaultdict[str, int] = defaultdict(int)
         by_payment = {payment.id: payment for payment in self.payments}
         for refund in self.refunds:
             invoice_id = by_payment[refund.payment_id].invoice_id
             if refund.status == "succeeded":
                 confirmed[invoice_id] += refund.amount_minor
             if refund.status != "failed":
-                refunded[invoice_id] += refund.amount_minor
-        whole = {i for i, taken in self.captured.items() if taken and confirmed[i] == taken}
-        yield from self._overpayments_refunded(refunded)
+                taken[invoice_id] += refund.credit_taken_minor
+        whole = {i for i, paid in self.captured.items() if paid and confirmed[i] == paid}
+        yield from self._overpayments_refunded(taken)
         for invoice_id in sorted(set(returned) | whole):
             used = self._credit_used(invoice_id)
             due = used if self.refunds_return_credit and invoice_id in whole else 0
@@ -462,23 +464,25 @@ class _Checks:
                     f"{due} expected",
                 )
 
-    def _overpayments_refunded(self, refunded: dict[str, int]) -> Iterator[Finding]:
-        """Money of an invoice that became credit (it came after the invoice was settled) and
-        was then refunded had its credit taken back: refunds draw on it first."""
+    def _overpayments_refunded(self, taken: dict[str, int]) -> Iterator[Finding]:
+        """A refund of money of an invoice that had become credit (it came after the invoice
+        was settled) took that credit back, never more of it than there was; ``taken``: per
+        invoice, what its refunds (those not refused) say they took."""
         withdrawn: defaultdict[str, int] = defaultdict(int)
         for event in self._named("credit.withdrawn"):
             withdrawn[event.payload["invoice_id"]] += event.payload["amount"]["minor"]
         for event in self._named("credit.granted"):
             if event.payload.get("source") == "refund_failed":
                 withdrawn[event.payload["invoice_id"]] -= event.payload["amount"]["minor"]
-        for invoice_id in sorted(set(refunded) | set(withdrawn)):
+        for invoice_id in sorted(set(taken) | set(withdrawn)):
             invoice = self.invoices[invoice_id]
             kept = invoice.total_minor if invoice.status == InvoiceStatus.PAID.value else 0
-            drawn = min(refunded.get(invoice_id, 0), max(0, self.captured[invoice_id] - kept))
-            if withdrawn[invoice_id] != drawn:
+            excess = max(0, self.captured[invoice_id] - kept)
+            if withdrawn[invoice_id] != taken.get(invoice_id, 0) or withdrawn[invoice_id] > excess:
                 yield Finding(
                     "refunds",
                     invoice.number,
-                    f"{refunded.get(invoice_id, 0)} refunded, {drawn} of it money that had "
-                    f"become credit, but {withdrawn[invoice_id]} of credit taken back",
+                    f"its refunds took back {taken.get(invoice_id, 0)} of credit and "
+                    f"{withdrawn[invoice_id]} was withdrawn, of {excess} paid after it was "
+                    "settled",
                 )

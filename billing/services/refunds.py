@@ -186,7 +186,7 @@ def _locked(tx: Tx, payment_id: str) -> PaymentRow:
 
 def _overpaid_left(tx: Tx, invoice_id: str) -> int:
     """Money of an invoice (in minor units) that became the customer's credit, having come
-    after the invoice was settled (an overpayment), and that no refund has drawn on yet. A
+    after the invoice was settled (an overpayment), and that no refund has taken back yet. A
     refund of any of the invoice's payments draws on it first, and takes that credit back."""
     invoice = tx.invoice(invoice_id)
     succeeded = [
@@ -196,8 +196,13 @@ def _overpaid_left(tx: Tx, invoice_id: str) -> int:
     ]
     captured = sum(row.amount_minor for row in succeeded)
     kept = invoice.total.minor if invoice.status is InvoiceStatus.PAID else 0
-    refunded = sum(tx.refunded(row.id) for row in succeeded)
-    return max(0, captured - kept - refunded)
+    taken = sum(
+        refund.credit_taken_minor
+        for row in succeeded
+        for refund in tx.refund_rows(row.id)
+        if refund.status != RefundStatus.FAILED.value
+    )
+    return max(0, captured - kept - taken)
 
 
 def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: datetime) -> Refund:

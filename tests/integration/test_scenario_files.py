@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from billing.bootstrap import open_engine
 from billing.cli import app
+from billing.clock import ManualClock
+from billing.config import Settings
 from billing.domain.errors import BillingError
 from billing.scenarios import (
     ScenarioError,
@@ -49,6 +52,10 @@ def test_the_scenario_meets_its_expectations(path: Path, database_url: str):
     assert scenario.expect, f"{path.name} has no expect section"
     report = run_scenario(scenario, database_url=database_url)
     assert mismatches(report, scenario.expect) == []
+    settings = Settings(database_url=database_url, **scenario.settings)  # type: ignore[arg-type]
+    with open_engine(database_url, clock=ManualClock(scenario.until), settings=settings) as engine:
+        audit = engine.audit()  # and the books it left balance
+    assert audit.balanced, "\n".join(map(str, audit.findings))
 
 
 def test_the_command_exits_0_when_the_expectations_hold():
