@@ -284,13 +284,13 @@ class BatchTx(Tx):
     def due_check(self, subscription_id: str, now: datetime) -> tuple[str, datetime] | None:
         """The loaded subscription's first unsettled attempt due for a check by ``now``."""
         due = [
-            (row.check_at, row.id)
+            (row.check_at, row.created_at, row.number, row.id)
             for row in self._unsettled.get(subscription_id, ())
             if row.status in UNSETTLED and row.check_at is not None and row.check_at <= now
         ]
         if not due:
             return None
-        check_at, payment_id = min(due)
+        check_at, _, _, payment_id = min(due)  # as Tx.payments_to_check orders them
         return payment_id, check_at
 
     # -- what the use cases read ----------------------------------------------------------

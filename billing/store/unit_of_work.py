@@ -822,6 +822,20 @@ class Tx:
             query = query.where(col(PaymentRow.subscription_id) == subscription_id)
         return list(self.session.exec(query).all())
 
+    def _in_billing_order(self, payment_ids: Sequence[str]) -> list[str]:
+        """Attempts in the order they were made (billing instant, attempt number, invoice
+        number), never by their random ids: work taken together is then done in the same order
+        on every run of one history, and a replay numbers and dates what it records the same."""
+        if not payment_ids:
+            return []
+        query = (
+            select(PaymentRow.id)
+            .join(InvoiceRow, col(InvoiceRow.id) == col(PaymentRow.invoice_id))
+            .where(col(PaymentRow.id).in_(list(payment_ids)))
+            .order_by(col(PaymentRow.created_at), col(PaymentRow.number), col(InvoiceRow.number))
+        )
+        return list(self.session.exec(query).all())
+
     def payments_to_check(self, subscription_id: str, now: datetime) -> list[PaymentRow]:
         return list(
             self.session.exec(
@@ -829,7 +843,9 @@ class Tx:
                 .where(col(PaymentRow.subscription_id) == subscription_id)
                 .where(col(PaymentRow.status).in_(UNSETTLED))
                 .where(col(PaymentRow.check_at) <= now)
-                .order_by(col(PaymentRow.check_at))
+                .order_by(
+                    col(PaymentRow.check_at), col(PaymentRow.created_at), col(PaymentRow.number)
+                )
             ).all()
         )
 
@@ -901,7 +917,7 @@ class Tx:
             .returning(col(PaymentRow.id))
             .execution_options(synchronize_session=False)
         )
-        return sorted(row[0] for row in taken)
+        return self._in_billing_order([row[0] for row in taken])
 
     def claim_superseded_links(
         self, *, now: datetime, until: datetime, gateways: Sequence[str], limit: int
@@ -943,7 +959,7 @@ class Tx:
             .returning(col(PaymentRow.id))
             .execution_options(synchronize_session=False)
         )
-        return sorted(row[0] for row in taken)
+        return self._in_billing_order([row[0] for row in taken])
 
     def claim_refund_checks(self, *, now: datetime, until: datetime, limit: int) -> list[str]:
         """Take up to ``limit`` unsettled refunds due for a check by moving their ``check_at``

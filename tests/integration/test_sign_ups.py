@@ -21,8 +21,8 @@ from billing import (
     SubscriptionStatus,
     TaxRate,
 )
-from billing.ports import AttachRequest, Capability, CustomerRequest, StoredMethod
 from billing.engine import Engine
+from billing.ports import AttachRequest, Capability, CustomerRequest, StoredMethod
 from billing.store.tables import metadata
 from billing.testing import FakeGateway
 
