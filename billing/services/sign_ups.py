@@ -16,7 +16,8 @@ small fraction of their time per customer:
 3. One transaction writes every row with bulk statements. The subscriptions whose first period
    is due now are written claimed by this engine, so no worker bills them meanwhile.
 4. The batched billing run (:mod:`billing.services.batch_run`) bills those first periods, a
-   batch at a time, and releases them. A crash before it finishes leaves them due: their claims
+   batch at a time, and releases them. A crash before it finishes, or a call so large that the
+   claims' lease (``Settings.lease_seconds``) lapses first, leaves the rest due: their claims
    lapse and any worker bills them.
 
 A retry of a call that failed is safe: nothing was written. A retry of one that wrote is
