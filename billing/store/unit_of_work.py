@@ -900,24 +900,12 @@ class Tx:
             ),
             col(PaymentRow.late_check_at) <= now,
         )
-        due = (
-            select(PaymentRow.id)
-            .where(expired_link)
-            .where(due_now)
-            .order_by(col(PaymentRow.updated_at), col(PaymentRow.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        return self._claim_payments(
+            and_(expired_link, due_now),
+            first=col(PaymentRow.updated_at),
+            values={"late_check_at": until},
+            limit=limit,
         )
-        taken = self.session.execute(
-            update(PaymentRow)
-            .where(col(PaymentRow.id).in_(due))
-            .where(expired_link)
-            .where(due_now)
-            .values(late_check_at=until)
-            .returning(col(PaymentRow.id))
-            .execution_options(synchronize_session=False)
-        )
-        return self._in_billing_order([row[0] for row in taken])
 
     def claim_superseded_links(
         self, *, now: datetime, until: datetime, gateways: Sequence[str], limit: int
@@ -942,20 +930,36 @@ class Tx:
             invoice_settled,
         )
         free = or_(col(PaymentRow.link_cancel_at).is_(None), col(PaymentRow.link_cancel_at) <= now)
+        return self._claim_payments(
+            and_(superseded, free),
+            first=col(PaymentRow.created_at),
+            values={"link_cancel_at": until},
+            limit=limit,
+        )
+
+    def _claim_payments(
+        self,
+        wanted: ColumnElement[bool],
+        *,
+        first: Any,
+        values: dict[str, object],
+        limit: int,
+    ) -> list[str]:
+        """Take up to ``limit`` attempts matching ``wanted`` (the earliest by ``first``) by
+        setting ``values`` on them, passing over rows another transaction holds (PostgreSQL's
+        ``SKIP LOCKED``; on SQLite the update's own condition); returns them in billing order."""
         due = (
             select(PaymentRow.id)
-            .where(superseded)
-            .where(free)
-            .order_by(col(PaymentRow.created_at), col(PaymentRow.id))
+            .where(wanted)
+            .order_by(first, col(PaymentRow.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         taken = self.session.execute(
             update(PaymentRow)
             .where(col(PaymentRow.id).in_(due))
-            .where(superseded)
-            .where(free)
-            .values(link_cancel_at=until)
+            .where(wanted)
+            .values(**values)
             .returning(col(PaymentRow.id))
             .execution_options(synchronize_session=False)
         )
