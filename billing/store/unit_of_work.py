@@ -62,6 +62,12 @@ UNSETTLED_REFUNDS = (
     RefundStatus.UNKNOWN.value,
 )
 """Refunds without a final answer: the reconcile job asks their gateway again."""
+_REFUND_ORDER = (  # keys end in the refund's number: -refund-2 before -refund-10
+    col(RefundRow.created_at),
+    func.length(RefundRow.idempotency_key),
+    col(RefundRow.idempotency_key),
+)
+"""Refunds in the order they were asked for."""
 INBOX_RECEIVED = "received"
 """The status of a notification kept in the inbox and not processed yet."""
 
@@ -973,7 +979,7 @@ class Tx:
             select(RefundRow.id)
             .where(col(RefundRow.status).in_(UNSETTLED_REFUNDS))
             .where(col(RefundRow.check_at) <= now)
-            .order_by(col(RefundRow.check_at), col(RefundRow.id))
+            .order_by(col(RefundRow.check_at), *_REFUND_ORDER)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -985,18 +991,20 @@ class Tx:
             .returning(col(RefundRow.id))
             .execution_options(synchronize_session=False)
         )
-        return sorted(row[0] for row in taken)
+        ids = [row[0] for row in taken]
+        if not ids:
+            return []
+        in_order = (  # the order they were asked for, never their random ids (as attempts)
+            select(RefundRow.id).where(col(RefundRow.id).in_(ids)).order_by(*_REFUND_ORDER)
+        )
+        return list(self.session.exec(in_order).all())
 
     def refund_rows(self, payment_id: str) -> list[RefundRow]:
         return list(
             self.session.exec(
                 select(RefundRow)
                 .where(col(RefundRow.payment_id) == payment_id)
-                .order_by(  # keys end in the refund's number: -refund-2 before -refund-10
-                    col(RefundRow.created_at),
-                    func.length(RefundRow.idempotency_key),
-                    col(RefundRow.idempotency_key),
-                )
+                .order_by(*_REFUND_ORDER)
             ).all()
         )
 

@@ -373,6 +373,24 @@ def test_a_refund_whose_answer_was_lost_is_reconciled_into_one_refund(billing: B
     assert billing.engine.reconcile().refund_checks == 0, "a settled refund is never asked again"
 
 
+def test_refunds_checked_together_are_settled_in_the_order_they_were_asked(billing: Billing):
+    billing.engine.create_plan(ORO)
+    payments = []
+    for n in range(6):
+        billing.customer(f"c{n}")
+        subscription = billing.engine.subscribe(f"c{n}", "oro")
+        payments.extend(billing.engine.payments(subscription_id=subscription.id))
+    billing.fake.lose_refund_answers(len(payments))
+    asked = []
+    for n, payment in enumerate(payments):  # one a second: their ids are random
+        billing.clock.set(START + timedelta(seconds=n))
+        asked.append(billing.engine.refund(payment.id).id)
+
+    billing.clock.set(START + timedelta(minutes=5))
+    assert billing.engine.reconcile().refund_checks == len(asked)
+    assert _refunded_events(billing) == asked, "a replay of one history records them alike"
+
+
 def test_a_refund_request_that_never_arrived_is_sent_again_with_its_key(billing: Billing):
     billing.engine.create_plan(ORO)
     billing.customer("c1")
