@@ -226,6 +226,14 @@ def mounted(apps: Mapping[str, ASGIApp]) -> Starlette:
 def run(app: ASGIApp, listener: socket.socket) -> None:
     """Serve ``app`` on ``listener`` (a socket already bound and listening, so that the caller
     knows the port is its own before it says so) in the foreground until interrupted (SIGINT or
-    SIGTERM)."""
+    SIGTERM), which ends in :class:`KeyboardInterrupt` (exit 130 from the command line).
+
+    uvicorn stops gracefully on the signal and then raises it again; should that second signal
+    be lost (a race with asyncio's own SIGINT handling, seen once on a loaded machine), the
+    interruption is raised here, so a stopped server never reads as a clean exit.
+    """
     host, port = listener.getsockname()[:2]
-    uvicorn.Server(_config(app, host, port)).run(sockets=[listener])
+    server = uvicorn.Server(_config(app, host, port))
+    server.run(sockets=[listener])
+    if server.should_exit:
+        raise KeyboardInterrupt
