@@ -20,10 +20,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cache
 from json import dumps
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlmodel import col
 
 from billing.domain.catalog import Plan
@@ -84,6 +98,68 @@ def _chunks(values: Sequence[str]) -> Iterable[list[str]]:
         yield list(values[start : start + _CHUNK])
 
 
+# The statements a batch runs, built once: each takes its ``IN`` list as the parameter ``ids``.
+# Building a statement and its cache key costs more than running it on a small batch.
+def _ids() -> BindParameter[Any]:
+    return bindparam("ids", expanding=True)
+
+
+_SELECT_SUBSCRIPTIONS = select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id.in_(_ids()))
+_SELECT_DEBTS = select(_DEBTS).where(_DEBTS.c.subscription_id.in_(_ids()))
+_DELETE_DEBTS = delete(_DEBTS).where(_DEBTS.c.subscription_id.in_(_ids()))
+_SELECT_PLANS = select(PlanRow).where(col(PlanRow.code).in_(_ids()))
+_SELECT_METHODS = (
+    select(_METHODS)
+    .where(_METHODS.c.customer_id.in_(_ids()))
+    .where(_METHODS.c.is_default)
+    .where(_METHODS.c.detached_at.is_(None))
+)
+_SELECT_GATEWAY_CUSTOMERS = select(
+    col(GatewayCustomerRow.customer_id),
+    col(GatewayCustomerRow.gateway),
+    col(GatewayCustomerRow.reference),
+).where(col(GatewayCustomerRow.customer_id).in_(_ids()))
+_SELECT_CREDIT = (
+    select(
+        col(CreditBalanceRow.customer_id),
+        col(CreditBalanceRow.currency),
+        col(CreditBalanceRow.amount_minor),
+    )
+    .where(col(CreditBalanceRow.customer_id).in_(_ids()))
+    .order_by(col(CreditBalanceRow.customer_id), col(CreditBalanceRow.currency))
+)
+_LOCK_CREDIT = _SELECT_CREDIT.with_for_update()
+_SELECT_LINES = select(_LINES).where(_LINES.c.invoice_id.in_(_ids()))
+_SELECT_INVOICES = select(_INVOICES).where(_INVOICES.c.id.in_(_ids()))
+_SELECT_UNSETTLED = (
+    select(_PAYMENTS)
+    .where(_PAYMENTS.c.subscription_id.in_(_ids()), _PAYMENTS.c.status.in_(UNSETTLED))
+    .order_by(_PAYMENTS.c.id)
+)
+_SELECT_INVOICE_PAYMENTS = (
+    select(_PAYMENTS).where(_PAYMENTS.c.invoice_id.in_(_ids())).order_by(_PAYMENTS.c.id)
+)
+_LOCK_PAYMENTS = (
+    select(_PAYMENTS).where(_PAYMENTS.c.id.in_(_ids())).order_by(_PAYMENTS.c.id).with_for_update()
+)
+_TAKE_NUMBERS = (
+    update(SequenceRow)
+    .where(col(SequenceRow.name) == "invoice")
+    .values(value=SequenceRow.value + bindparam("count", type_=Integer))
+    .returning(col(SequenceRow.value))
+    .execution_options(synchronize_session=False)
+)
+
+
+@cache
+def _updating(table: Table, names: tuple[str, ...], keys: tuple[str, ...]) -> Update:
+    """``UPDATE table SET names WHERE`` each of ``keys`` (``b_<column>``) matches."""
+    statement = update(table).values({name: bindparam(name) for name in names})
+    for key in keys:
+        statement = statement.where(table.c[key[2:]] == bindparam(key))
+    return statement
+
+
 class BatchTx(Tx):
     """One transaction over many subscriptions; its writes go out in :meth:`flush`."""
 
@@ -131,16 +207,10 @@ class BatchTx(Tx):
         rows: list[Any] = []
         debts: dict[str, list[Any]] = defaultdict(list)
         for chunk in _chunks(wanted):
-            rows.extend(
-                self.session.execute(select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id.in_(chunk)))
-            )
-            for debt in self.session.execute(
-                select(_DEBTS).where(_DEBTS.c.subscription_id.in_(chunk))
-            ):
+            rows.extend(self.session.execute(_SELECT_SUBSCRIPTIONS, {"ids": chunk}))
+            for debt in self.session.execute(_SELECT_DEBTS, {"ids": chunk}):
                 debts[debt.subscription_id].append(debt)
-            for payment in self._payments_where(
-                _PAYMENTS.c.subscription_id.in_(chunk), _PAYMENTS.c.status.in_(UNSETTLED)
-            ):
+            for payment in self._payments_where(_SELECT_UNSETTLED, chunk):
                 assert payment.subscription_id is not None
                 self._unsettled.setdefault(payment.subscription_id, []).append(payment)
         self._load_plans({row.plan_code for row in rows})
@@ -172,7 +242,7 @@ class BatchTx(Tx):
         self.load_invoices(wanted)
         attempts: dict[str, list[PaymentRow]] = {invoice_id: [] for invoice_id in wanted}
         for chunk in _chunks(wanted):
-            for row in self._payments_where(_PAYMENTS.c.invoice_id.in_(chunk)):
+            for row in self._payments_where(_SELECT_INVOICE_PAYMENTS, chunk):
                 attempts[row.invoice_id].append(row)
         for invoice_id, rows in attempts.items():
             self._attempts[invoice_id] = sorted(rows, key=lambda row: (row.created_at, row.number))
@@ -180,7 +250,7 @@ class BatchTx(Tx):
     def _load_plans(self, codes: set[str]) -> None:
         missing = sorted(codes - self._plans.keys())
         if missing:
-            for plan in self.session.scalars(select(PlanRow).where(col(PlanRow.code).in_(missing))):
+            for plan in self.session.scalars(_SELECT_PLANS, {"ids": missing}):
                 self._plans[plan.code] = mapping.plan(plan)
 
     def carry(self, before: BatchTx) -> None:
@@ -211,31 +281,13 @@ class BatchTx(Tx):
         for chunk in _chunks(wanted):
             for customer_id in chunk:
                 self._methods[customer_id] = None
-            for method in self.session.execute(
-                select(_METHODS)
-                .where(_METHODS.c.customer_id.in_(chunk))
-                .where(_METHODS.c.is_default)
-                .where(_METHODS.c.detached_at.is_(None))
-            ):
+            ids = {"ids": chunk}
+            for method in self.session.execute(_SELECT_METHODS, ids):
                 self._methods[method.customer_id] = _payment_method(cast(PaymentMethodRow, method))
-            for known in self.session.execute(
-                select(
-                    col(GatewayCustomerRow.customer_id),
-                    col(GatewayCustomerRow.gateway),
-                    col(GatewayCustomerRow.reference),
-                ).where(col(GatewayCustomerRow.customer_id).in_(chunk))
-            ):
+            for known in self.session.execute(_SELECT_GATEWAY_CUSTOMERS, ids):
                 self._gateway_customers[(known[0], known[1])] = known[2]
-            query = (
-                select(
-                    col(CreditBalanceRow.customer_id),
-                    col(CreditBalanceRow.currency),
-                    col(CreditBalanceRow.amount_minor),
-                )
-                .where(col(CreditBalanceRow.customer_id).in_(chunk))
-                .order_by(col(CreditBalanceRow.customer_id), col(CreditBalanceRow.currency))
-            )
-            for balance in self.session.execute(query.with_for_update() if lock_credit else query):
+            credit = _LOCK_CREDIT if lock_credit else _SELECT_CREDIT
+            for balance in self.session.execute(credit, ids):
                 self._credit[(balance[0], balance[1])] = balance[2]
             for customer_id in chunk:
                 self._credit_read[customer_id] = lock_credit
@@ -245,9 +297,9 @@ class BatchTx(Tx):
         wanted = sorted(set(invoice_ids) - self._invoices.keys())
         for chunk in _chunks(wanted):
             lines: dict[str, list[Any]] = defaultdict(list)
-            for line in self.session.execute(select(_LINES).where(_LINES.c.invoice_id.in_(chunk))):
+            for line in self.session.execute(_SELECT_LINES, {"ids": chunk}):
                 lines[line.invoice_id].append(line)
-            for row in self.session.execute(select(_INVOICES).where(_INVOICES.c.id.in_(chunk))):
+            for row in self.session.execute(_SELECT_INVOICES, {"ids": chunk}):
                 self._invoices[row.id] = mapping.invoice(cast(InvoiceRow, row), lines[row.id])
                 self._invoice_status[row.id] = row.status
 
@@ -255,16 +307,18 @@ class BatchTx(Tx):
         """Payment rows, locked until commit and read afresh, taken in id order."""
         found: dict[str, PaymentRow] = {}
         for chunk in _chunks(sorted(set(payment_ids))):
-            for row in self._payments_where(_PAYMENTS.c.id.in_(chunk), lock=True):
+            for row in self._payments_where(_LOCK_PAYMENTS, chunk, lock=True):
                 found[row.id] = row
         return found
 
-    def _payments_where(self, *conditions: Any, lock: bool = False) -> list[PaymentRow]:
-        """Payment rows as plain objects, one per attempt in this transaction (a row read
-        twice is the same object; ``lock`` reads it afresh, locked until commit)."""
-        query = select(_PAYMENTS).where(*conditions).order_by(_PAYMENTS.c.id)
+    def _payments_where(
+        self, query: Select[Any], ids: list[str], *, lock: bool = False
+    ) -> list[PaymentRow]:
+        """The payment rows ``query`` finds for ``ids``, as plain objects, one per attempt in
+        this transaction (a row read twice is the same object; ``lock``: the query locks them,
+        and they are read afresh)."""
         found = []
-        for stored in self.session.execute(query.with_for_update() if lock else query):
+        for stored in self.session.execute(query, {"ids": ids}):
             row = self._payments.get(stored.id)
             if row is None or lock:
                 row = row or cast(PaymentRow, _Payment())
@@ -339,7 +393,7 @@ class BatchTx(Tx):
                 []
                 if fresh
                 else sorted(
-                    self._payments_where(_PAYMENTS.c.invoice_id == invoice_id),
+                    self._payments_where(_SELECT_INVOICE_PAYMENTS, [invoice_id]),
                     key=lambda row: (row.created_at, row.number),
                 )
             )
@@ -521,7 +575,7 @@ class BatchTx(Tx):
         for names, rows in subscriptions.items():
             self._update(_SUBSCRIPTIONS, names, rows, "subscription")
         for chunk in _chunks(debts):
-            self.session.execute(delete(_DEBTS).where(_DEBTS.c.subscription_id.in_(chunk)))
+            self.session.execute(_DELETE_DEBTS, {"ids": chunk})
         self._insert(_DEBTS, debt_rows)
         self._insert(_INVOICES, invoices)
         self._insert(_LINES, lines)
@@ -544,11 +598,8 @@ class BatchTx(Tx):
     ) -> None:
         """``UPDATE table SET names WHERE id = :b_id`` (and each other ``b_`` key) for every row;
         raises :class:`ConcurrentUpdate` naming ``conditional`` if a row no longer matched."""
-        keys = [key for key in rows[0] if key.startswith("b_")]
-        statement = update(table).values({name: bindparam(name) for name in names})
-        for key in keys:
-            statement = statement.where(table.c[key[2:]] == bindparam(key))
-        result = self.session.execute(statement, rows)
+        keys = tuple(key for key in rows[0] if key.startswith("b_"))
+        result = self.session.execute(_updating(table, tuple(names), keys), rows)
         if conditional is not None and result.rowcount != len(rows):  # type: ignore[attr-defined]
             raise ConcurrentUpdate(conditional, ",".join(row["b_id"] for row in rows[:3]))
 
@@ -566,13 +617,7 @@ class BatchTx(Tx):
     def _take_numbers(self) -> dict[int, str]:
         if not self._numbers:
             return {}
-        last = self.session.execute(
-            update(SequenceRow)
-            .where(col(SequenceRow.name) == "invoice")
-            .values(value=SequenceRow.value + self._numbers)
-            .returning(col(SequenceRow.value))
-            .execution_options(synchronize_session=False)
-        ).scalar()
+        last = self.session.execute(_TAKE_NUMBERS, {"count": self._numbers}).scalar()
         if last is None:
             raise StorageError("the invoice sequence is missing: run `billing migrate`")
         first = int(last) - self._numbers + 1

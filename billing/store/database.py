@@ -7,6 +7,9 @@ schema is missing or behind, and says which command fixes it.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +120,31 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database's schema to ``revision`` (the newest by default)."""
+    """Upgrade the database's schema to ``revision`` (the newest by default).
+
+    An empty in-memory SQLite database is brought to the newest schema by copying one the
+    migrations built once in this process (SQLite's backup): simulations and tests open many.
+    """
+    if revision == "head" and is_memory(engine) and current_revision(engine) is None:
+        with _COPYING, _migrated_in_memory().connect() as source, engine.connect() as target:
+            origin, copy = source.connection.driver_connection, target.connection.driver_connection
+            assert isinstance(origin, sqlite3.Connection)
+            assert isinstance(copy, sqlite3.Connection)
+            origin.backup(copy)
+        return
     command.upgrade(_config(engine), revision)
+
+
+_COPYING = threading.Lock()
+
+
+@cache
+def _migrated_in_memory() -> Engine:
+    """An in-memory SQLite database at the newest schema, built by the migrations (kept for
+    the life of the process: its one connection is the database)."""
+    engine = connect("sqlite://")
+    command.upgrade(_config(engine), "head")
+    return engine
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -84,9 +84,9 @@ def _attempts_gone(c: Connection) -> None:
 
 def _event_back_in_time(c: Connection) -> None:
     last = c.execute(
-        select(T["events"]).where(T["events"].c.subscription_id == "s1").order_by(
-            T["events"].c.seq.desc()
-        )
+        select(T["events"])
+        .where(T["events"].c.subscription_id == "s1")
+        .order_by(T["events"].c.seq.desc())
     ).first()
     assert last is not None
     row = dict(last._mapping)

@@ -65,7 +65,9 @@ def _rows(billing: Billing, table: str) -> int:
     """How many rows ``table`` holds."""
     with billing.engine.store.engine.connect() as connection:
         return int(
-            connection.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
+            connection.execute(
+                select(func.count()).select_from(metadata.tables[table])
+            ).scalar_one()
         )
 
 
@@ -156,9 +158,7 @@ def test_customers_are_registered_at_gateways_that_keep_them(database_url: str) 
         assert engine.payment_methods("c7")[0].label == "VISA ****4242"
         with engine.store.transaction() as tx:
             assert tx.gateway_customer("c7", "fake") == "gw_c7"
-        assert all(
-            invoice.status.value == "paid" for invoice in engine.invoices(customer_id="c29")
-        )
+        assert all(invoice.status.value == "paid" for invoice in engine.invoices(customer_id="c29"))
         # a later card for the same customer reuses the gateway's customer
         engine.add_payment_method("c7", gateway="fake", token="tok_7b")
         assert gateway.registered.count("c7") == 1
