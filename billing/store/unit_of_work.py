@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -506,12 +507,23 @@ class Tx:
         return loaded
 
     def subscriptions(self, customer_id: str | None = None) -> list[Subscription]:
-        query = select(SubscriptionRow).order_by(
-            col(SubscriptionRow.created_at), col(SubscriptionRow.id)
-        )
+        """Subscriptions (with their debts: one query for all of them), oldest first."""
+        wanted = []
         if customer_id is not None:
-            query = query.where(col(SubscriptionRow.customer_id) == customer_id)
-        return [self._subscription(row) for row in self.session.exec(query).all()]
+            wanted.append(col(SubscriptionRow.customer_id) == customer_id)
+        rows = self.session.exec(
+            select(SubscriptionRow)
+            .where(*wanted)
+            .order_by(col(SubscriptionRow.created_at), col(SubscriptionRow.id))
+        ).all()
+        debts: dict[str, list[DebtRow]] = defaultdict(list)
+        for debt in self.session.exec(
+            select(DebtRow).where(
+                col(DebtRow.subscription_id).in_(select(SubscriptionRow.id).where(*wanted))
+            )
+        ):
+            debts[debt.subscription_id].append(debt)
+        return [mapping.subscription(row, self.plan(row.plan_code), debts[row.id]) for row in rows]
 
     def _subscription(self, row: SubscriptionRow) -> Subscription:
         debts = self.session.exec(
@@ -757,12 +769,25 @@ class Tx:
     def invoices(
         self, *, customer_id: str | None = None, subscription_id: str | None = None
     ) -> list[Invoice]:
-        query = select(InvoiceRow).order_by(col(InvoiceRow.created_at), col(InvoiceRow.number))
+        """Invoices (with their lines: one query for all of them), oldest first."""
+        wanted = []
         if customer_id is not None:
-            query = query.where(col(InvoiceRow.customer_id) == customer_id)
+            wanted.append(col(InvoiceRow.customer_id) == customer_id)
         if subscription_id is not None:
-            query = query.where(col(InvoiceRow.subscription_id) == subscription_id)
-        return [self._invoice(row) for row in self.session.exec(query).all()]
+            wanted.append(col(InvoiceRow.subscription_id) == subscription_id)
+        rows = self.session.exec(
+            select(InvoiceRow)
+            .where(*wanted)
+            .order_by(col(InvoiceRow.created_at), col(InvoiceRow.number))
+        ).all()
+        lines: dict[str, list[InvoiceLineRow]] = defaultdict(list)
+        for line in self.session.exec(
+            select(InvoiceLineRow).where(
+                col(InvoiceLineRow.invoice_id).in_(select(InvoiceRow.id).where(*wanted))
+            )
+        ):
+            lines[line.invoice_id].append(line)
+        return [mapping.invoice(row, lines[row.id]) for row in rows]
 
     def _invoice(self, row: InvoiceRow) -> Invoice:
         lines = self.session.exec(
