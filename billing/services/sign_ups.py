@@ -31,9 +31,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from billing.domain import _checks
 from billing.domain import subscriptions as domain
@@ -50,19 +50,13 @@ from billing.services.context import Context, new_id
 from billing.services.gateways import gateway, require
 from billing.store import mapping
 from billing.store.batch import bulk_insert
-from billing.store.tables import (
-    CustomerRow,
-    DebtRow,
-    GatewayCustomerRow,
-    PaymentMethodRow,
-    SubscriptionRow,
-)
+from billing.store.tables import metadata as schema
 
-_CUSTOMERS = cast(Table, CustomerRow.__table__)  # type: ignore[attr-defined]
-_METHODS = cast(Table, PaymentMethodRow.__table__)  # type: ignore[attr-defined]
-_GATEWAY_CUSTOMERS = cast(Table, GatewayCustomerRow.__table__)  # type: ignore[attr-defined]
-_SUBSCRIPTIONS = cast(Table, SubscriptionRow.__table__)  # type: ignore[attr-defined]
-_DEBTS = cast(Table, DebtRow.__table__)  # type: ignore[attr-defined]
+_CUSTOMERS = schema.tables["customers"]
+_METHODS = schema.tables["payment_methods"]
+_GATEWAY_CUSTOMERS = schema.tables["gateway_customers"]
+_SUBSCRIPTIONS = schema.tables["subscriptions"]
+_DEBTS = schema.tables["subscription_debts"]
 _IDS_AT_ONCE = 500
 
 

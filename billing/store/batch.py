@@ -53,17 +53,14 @@ from billing.ports import ChargeRequest
 from billing.store import mapping
 from billing.store.tables import (
     CreditBalanceRow,
-    DebtRow,
-    EventRow,
     GatewayCustomerRow,
-    InvoiceLineRow,
     InvoiceRow,
     PaymentMethodRow,
     PaymentRow,
     PlanRow,
     SequenceRow,
-    SubscriptionRow,
 )
+from billing.store.tables import metadata as schema
 from billing.store.unit_of_work import (
     UNSETTLED,
     Loaded,
@@ -73,13 +70,13 @@ from billing.store.unit_of_work import (
     _stream,
 )
 
-_SUBSCRIPTIONS = cast(Table, SubscriptionRow.__table__)  # type: ignore[attr-defined]
-_DEBTS = cast(Table, DebtRow.__table__)  # type: ignore[attr-defined]
-_INVOICES = cast(Table, InvoiceRow.__table__)  # type: ignore[attr-defined]
-_LINES = cast(Table, InvoiceLineRow.__table__)  # type: ignore[attr-defined]
-_PAYMENTS = cast(Table, PaymentRow.__table__)  # type: ignore[attr-defined]
-_METHODS = cast(Table, PaymentMethodRow.__table__)  # type: ignore[attr-defined]
-_EVENTS = cast(Table, EventRow.__table__)  # type: ignore[attr-defined]
+_SUBSCRIPTIONS = schema.tables["subscriptions"]
+_DEBTS = schema.tables["subscription_debts"]
+_INVOICES = schema.tables["invoices"]
+_LINES = schema.tables["invoice_lines"]
+_PAYMENTS = schema.tables["payments"]
+_METHODS = schema.tables["payment_methods"]
+_EVENTS = schema.tables["events"]
 _PLACEHOLDER = re.compile("\ue000([0-9]+)\ue001")
 _PAYMENT_COLUMNS = [column.name for column in _PAYMENTS.columns]
 _PAYMENT_OUTCOME = (
