@@ -207,7 +207,7 @@ class BatchTx(Tx):
             rows.extend(self.session.execute(_SELECT_SUBSCRIPTIONS, {"ids": chunk}))
             for debt in self.session.execute(_SELECT_DEBTS, {"ids": chunk}):
                 debts[debt.subscription_id].append(debt)
-            for payment in self._payments_where(_SELECT_UNSETTLED, chunk):
+            for payment in self._read_payments(_SELECT_UNSETTLED, chunk):
                 assert payment.subscription_id is not None
                 self._unsettled.setdefault(payment.subscription_id, []).append(payment)
         self._load_plans({row.plan_code for row in rows})
@@ -239,7 +239,7 @@ class BatchTx(Tx):
         self.load_invoices(wanted)
         attempts: dict[str, list[PaymentRow]] = {invoice_id: [] for invoice_id in wanted}
         for chunk in _chunks(wanted):
-            for row in self._payments_where(_SELECT_INVOICE_PAYMENTS, chunk):
+            for row in self._read_payments(_SELECT_INVOICE_PAYMENTS, chunk):
                 attempts[row.invoice_id].append(row)
         for invoice_id, rows in attempts.items():
             self._attempts[invoice_id] = sorted(rows, key=lambda row: (row.created_at, row.number))
@@ -304,11 +304,11 @@ class BatchTx(Tx):
         """Payment rows, locked until commit and read afresh, taken in id order."""
         found: dict[str, PaymentRow] = {}
         for chunk in _chunks(sorted(set(payment_ids))):
-            for row in self._payments_where(_LOCK_PAYMENTS, chunk, lock=True):
+            for row in self._read_payments(_LOCK_PAYMENTS, chunk, lock=True):
                 found[row.id] = row
         return found
 
-    def _payments_where(
+    def _read_payments(
         self, query: Select[Any], ids: list[str], *, lock: bool = False
     ) -> list[PaymentRow]:
         """The payment rows ``query`` finds for ``ids``, as plain objects, one per attempt in
@@ -390,7 +390,7 @@ class BatchTx(Tx):
                 []
                 if fresh
                 else sorted(
-                    self._payments_where(_SELECT_INVOICE_PAYMENTS, [invoice_id]),
+                    self._read_payments(_SELECT_INVOICE_PAYMENTS, [invoice_id]),
                     key=lambda row: (row.created_at, row.number),
                 )
             )
