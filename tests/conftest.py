@@ -46,9 +46,9 @@ settings.load_profile("ci")
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (the default) starts two workers more than there are cores: part of the suite
     waits rather than computes (worker processes starting and stopping, served gateways answering
-    after a delay, leases lapsing), and the extra workers fill that time. On 2 cores, 4 workers
-    ran the suite in 324 s, 3 in 364 s and 2 in 359 to 395 s. ``PYTEST_XDIST_AUTO_NUM_WORKERS``
-    still decides when set."""
+    after a delay, leases lapsing), and the extra workers fill that time. On 2 cores one commit's
+    suite took 324 to 371 s with 4 workers (three runs), 364 s with 3 and 359 to 395 s with 2
+    (two runs). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides when set."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
     return (os.cpu_count() or 1) + 2
