@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, literal_column, or_, u
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from billing.domain.catalog import Plan
 from billing.domain.customers import CardEnrollment, Customer, EnrollmentStatus, PaymentMethod
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from billing.store.batch import BatchTx
 
 T = TypeVar("T", bound="Tx")
+R = TypeVar("R", bound=SQLModel)
 UNSETTLED_REFUNDS = (
     RefundStatus.CREATED.value,
     RefundStatus.PENDING.value,
@@ -516,20 +517,23 @@ class Tx:
             .where(*wanted)
             .order_by(col(SubscriptionRow.created_at), col(SubscriptionRow.id))
         ).all()
-        debts: dict[str, list[DebtRow]] = defaultdict(list)
-        for debt in self.session.exec(
-            select(DebtRow).where(
-                col(DebtRow.subscription_id).in_(select(SubscriptionRow.id).where(*wanted))
-            )
-        ):
-            debts[debt.subscription_id].append(debt)
+        debts = self._children(
+            DebtRow, "subscription_id", select(SubscriptionRow.id).where(*wanted)
+        )
         return [mapping.subscription(row, self.plan(row.plan_code), debts[row.id]) for row in rows]
 
     def _subscription(self, row: SubscriptionRow) -> Subscription:
-        debts = self.session.exec(
-            select(DebtRow).where(col(DebtRow.subscription_id) == row.id)
-        ).all()
-        return mapping.subscription(row, self.plan(row.plan_code), list(debts))
+        debts = self._children(DebtRow, "subscription_id", [row.id])[row.id]
+        return mapping.subscription(row, self.plan(row.plan_code), debts)
+
+    def _children(self, kind: type[R], parent: str, parents: Any) -> dict[str, list[R]]:
+        """The ``kind`` rows whose column ``parent`` is among ``parents`` (ids, or a query of
+        them), by that parent: one query however many parents."""
+        grouped: dict[str, list[R]] = defaultdict(list)
+        column = col(getattr(kind, parent))
+        for child in self.session.exec(select(kind).where(column.in_(parents))):
+            grouped[getattr(child, parent)].append(child)
+        return grouped
 
     def save_subscription(
         self, loaded: Loaded, subscription: Subscription, *, refresh: bool = True
@@ -780,20 +784,11 @@ class Tx:
             .where(*wanted)
             .order_by(col(InvoiceRow.created_at), col(InvoiceRow.number))
         ).all()
-        lines: dict[str, list[InvoiceLineRow]] = defaultdict(list)
-        for line in self.session.exec(
-            select(InvoiceLineRow).where(
-                col(InvoiceLineRow.invoice_id).in_(select(InvoiceRow.id).where(*wanted))
-            )
-        ):
-            lines[line.invoice_id].append(line)
+        lines = self._children(InvoiceLineRow, "invoice_id", select(InvoiceRow.id).where(*wanted))
         return [mapping.invoice(row, lines[row.id]) for row in rows]
 
     def _invoice(self, row: InvoiceRow) -> Invoice:
-        lines = self.session.exec(
-            select(InvoiceLineRow).where(col(InvoiceLineRow.invoice_id) == row.id)
-        ).all()
-        return mapping.invoice(row, list(lines))
+        return mapping.invoice(row, self._children(InvoiceLineRow, "invoice_id", [row.id])[row.id])
 
     # -- payments and refunds -------------------------------------------------------------
     def add_payment(self, **columns: Any) -> PaymentRow:

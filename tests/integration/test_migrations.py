@@ -51,6 +51,24 @@ def test_downgrading_one_step_and_upgrading_again_comes_back_to_the_same_schema(
     assert _differences(empty) == []
 
 
+def test_in_memory_databases_get_the_schema_each_a_copy_of_its_own():
+    first, second = connect("sqlite://"), connect("sqlite://")
+    for engine in (first, second):
+        upgrade(engine)  # from one database the migrations built once in this process
+        assert current_revision(engine) == head_revision()
+        assert _differences(engine) == []
+    with first.begin() as connection:
+        connection.execute(text("UPDATE sequences SET value = 7 WHERE name = 'invoice'"))
+    with second.connect() as connection:
+        assert connection.execute(text("SELECT name, value FROM sequences")).all() == [
+            ("invoice", 0)
+        ]
+    third = connect("sqlite://")
+    upgrade(third)
+    with third.connect() as connection:
+        assert connection.execute(text("SELECT value FROM sequences")).scalar_one() == 0
+
+
 def test_the_engine_refuses_a_database_without_the_schema_and_names_the_command(empty: Engine):
     with pytest.raises(SchemaNotReady) as error:
         open_engine(empty.url.render_as_string(hide_password=False))
