@@ -20,19 +20,27 @@ with a :class:`~billing.clock.ManualClock` and the in-process
 4. checks the books with :meth:`~billing.Engine.audit` and builds the report
    (:func:`billing.reports.build_report`).
 
-Every random choice comes from one ``random.Random(seed)``, drawn in a fixed order, and the
-engine runs with one thread, so the same options give the same history and the same report.
+Every random choice is drawn from a ``random.Random`` seeded with the seed, the customer's
+number and what is drawn, in a fixed order, and the engine runs with one thread, so the same
+options give the same history and the same report. Customers share nothing the report counts,
+so a simulation can run in parts (:func:`simulate` given several databases): each part's
+customers in a process of their own, on a database of their own, the report built over all the
+databases at once; the report is the same for any number of parts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import multiprocessing.queues
 import os
+import queue
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -350,8 +358,21 @@ class Figures:
     """Subscriptions whose billing raised (reported by ``run_due``); 0 in a sound run."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds per phase: ``setup``, ``billing``, ``operations``, ``audit``,
-    ``report``, and ``total``."""
+    ``report``, and ``total`` (for a run in parts, each phase is its slowest part's)."""
     cpu_seconds: float = 0.0
+    """Processor seconds, of every process the run took."""
+
+    @classmethod
+    def combined(cls, parts: Sequence[Figures]) -> Figures:
+        """The figures of a simulation run in parts: counts summed, each phase's time the
+        slowest part's, processor time summed."""
+        first = parts[0]
+        figures = cls(subscriptions=sum(p.subscriptions for p in parts), months=first.months)
+        for name in ("renewals", "invoices", "charges", "operations", "refused", "failed"):
+            setattr(figures, name, sum(getattr(p, name) for p in parts))
+        figures.seconds = {phase: max(p.seconds[phase] for p in parts) for phase in first.seconds}
+        figures.cpu_seconds = sum(p.cpu_seconds for p in parts)
+        return figures
 
     def to_dict(self) -> dict[str, Any]:
         billing = self.seconds.get("billing", 0.0)
@@ -457,15 +478,18 @@ class _Run:
         clock: ManualClock,
         fake: FakeGateway,
         progress: ProgressCallback,
+        indices: range,
     ) -> None:
         self.config = config
         self.engine = engine
         self.clock = clock
         self.fake = fake
         self.progress = progress
-        self.random = random.Random(config.seed)
+        self.indices = indices
+        """The customers this run simulates (1 to ``subscriptions``, or a part of them)."""
+        self._random = random.Random()
         self.members: list[_Member] = []
-        self.figures = Figures(subscriptions=config.subscriptions, months=config.months)
+        self.figures = Figures(subscriptions=len(indices), months=config.months)
         self.seconds = {"setup": 0.0, "billing": 0.0, "operations": 0.0}
         self.operations: dict[datetime, list[_Operation]] = {}
         """The cancellations and plan changes drawn, by the instant they are made at."""
@@ -480,16 +504,24 @@ class _Run:
         finally:
             self.seconds[phase] += time.perf_counter() - began
 
+    def _draws(self, member: int, what: str) -> random.Random:
+        """The random draws of one customer for one purpose (``sign-up``, ``3`` for the fourth
+        month, ``3:card``): seeded by the seed, the customer and the purpose alone, so a
+        customer's history is the same whichever part of the customers a run simulates."""
+        self._random.seed(f"{self.config.seed}:{member}:{what}")
+        return self._random
+
     def sign_up(self) -> None:
         """Create the plans, then every customer, card and subscription through the API."""
-        config, draw = self.config, self.random
+        config = self.config
         codes = list(config.plans)
         weights = [config.plans[code] for code in codes]
         first_month = (_add_months(START, 1) - START).total_seconds()
         with self._timed("setup"):
             for spec in CATALOG:
                 self.engine.create_plan(_plan(spec))
-            for index in range(1, config.subscriptions + 1):
+            for index in self.indices:
+                draw = self._draws(index, "sign-up")
                 plan = draw.choices(codes, weights)[0]
                 offset = draw.randrange(60, int(first_month))
                 self.members.append(_Member(index, plan, START + timedelta(seconds=offset)))
@@ -517,15 +549,8 @@ class _Run:
         """Script this month's failing cards, and draw the month's cancellations and plan
         changes (into :attr:`operations`), each on a day of the month, for the subscriptions
         started by then."""
-        draw, config = self.random, self.config
+        config = self.config
         decline = float(config.decline_rate)
-        for member in self.members:
-            if member.card_dead:
-                continue
-            if draw.random() < decline:
-                episode = draw.choices(self.episodes, self.episode_weights)[0]
-                self.fake.script(member.customer, list(episode))
-                member.card_dead = episode[-1] is not Behavior.APPROVE
         began = _add_months(START, month)
         days = (_add_months(began, 1) - began).days
         churn, up, down = (
@@ -534,6 +559,13 @@ class _Run:
             float(config.downgrade_rate),
         )
         for member in self.members:
+            if member.card_dead and member.stopped:
+                continue
+            draw = self._draws(member.index, str(month))
+            if not member.card_dead and draw.random() < decline:
+                episode = draw.choices(self.episodes, self.episode_weights)[0]
+                self.fake.script(member.customer, list(episode))
+                member.card_dead = episode[-1] is not Behavior.APPROVE
             if member.stopped:
                 continue
             roll = draw.random()
@@ -553,7 +585,7 @@ class _Run:
                 continue  # not started yet
             self.operations.setdefault(at, []).append(_Operation(kind, member, plan))
 
-    def _new_cards(self) -> None:
+    def _new_cards(self, month: int) -> None:
         """Customers whose subscription went unpaid give a new card, with some luck."""
         subscriptions = metadata.tables["subscriptions"]
         query = (
@@ -564,7 +596,9 @@ class _Run:
         with self.engine.store.engine.connect() as connection:
             unpaid = set(connection.execute(query).scalars())
         for member in self.members:
-            if member.subscription not in unpaid or self.random.random() >= CARD_UPDATE_RATE:
+            if member.subscription not in unpaid:
+                continue
+            if self._draws(member.index, f"{month}:card").random() >= CARD_UPDATE_RATE:
                 continue
             self.fake.script(member.customer, Behavior.APPROVE)
             member.card_dead = False
@@ -612,7 +646,7 @@ class _Run:
             if now < end and now == _add_months(START, month + 1):
                 month += 1
                 with self._timed("operations"):
-                    self._new_cards()
+                    self._new_cards(month)
                     self._start_month(month)
             with self._timed("operations"):
                 for operation in self.operations.pop(now, []):
@@ -638,31 +672,85 @@ class _Run:
 def simulate(
     config: SimulationConfig,
     *,
-    database_url: str,
+    database_url: str | Sequence[str],
     progress: ProgressCallback | None = None,
     title: str | None = None,
 ) -> Simulation:
-    """Run ``config`` on a fresh database at ``database_url``; see the module docstring.
+    """Run ``config`` on fresh databases; see the module docstring.
 
-    Raises :class:`DatabaseInUse` if the database already holds customers, and lets the engine's
-    :class:`~billing.domain.errors.BillingError` through (a database that cannot be opened).
+    With one database URL the simulation runs in this process. With several, the customers are
+    split into as many parts, in order, and each part is simulated in a process of its own on
+    its own database; the audits are combined and the report is built over all the databases.
+    A customer's random draws depend on the seed and the customer alone, and customers do not
+    share anything the report counts, so the report is the same however many parts run it.
+
+    Raises :class:`DatabaseInUse` if a database already holds customers, and lets the engine's
+    :class:`~billing.domain.errors.BillingError` through (a database that cannot be opened);
+    a part run in another process that fails so raises :class:`PartFailed` with its message.
     """
+    urls = [database_url] if isinstance(database_url, str) else list(database_url)
+    if not urls:
+        raise ValueError("simulate needs at least one database URL")
     began, cpu = time.perf_counter(), time.process_time()
+    say = progress or (lambda *_: None)
+    parts = _split(config.subscriptions, len(urls))
+    with _quiet():
+        if len(urls) == 1:
+            with _simulated(config, urls[0], parts[0], say) as (engine, part):
+                done, audit = [part], part.audit
+                reporting = time.perf_counter()
+                report = _report(config, [engine], audit, title, say)
+        else:
+            done = _in_processes(config, urls, parts, say)
+            audit = AuditReport.combined(part.audit for part in done)
+            reporting = time.perf_counter()
+            with ExitStack() as stack:
+                engines = [stack.enter_context(_reopened(url)) for url in urls]
+                report = _report(config, engines, audit, title, say)
+    finished = time.perf_counter()
+    figures = Figures.combined([part.figures for part in done])
+    figures.seconds.update(report=finished - reporting, total=finished - began)
+    own = time.process_time() - cpu
+    figures.cpu_seconds = own if len(urls) == 1 else own + figures.cpu_seconds
+    return Simulation(report=report, audit=audit, figures=figures)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """What the simulation of one part of the customers hands back."""
+
+    figures: Figures
+    audit: AuditReport
+
+
+def _split(subscriptions: int, parts: int) -> list[range]:
+    """The customers' numbers (1 to ``subscriptions``) in ``parts`` runs of about one size."""
+    return [
+        range(1 + subscriptions * part // parts, 1 + subscriptions * (part + 1) // parts)
+        for part in range(parts)
+    ]
+
+
+@contextmanager
+def _simulated(
+    config: SimulationConfig, url: str, indices: range, say: ProgressCallback
+) -> Iterator[tuple[Engine, _Part]]:
+    """Simulate the customers ``indices`` on a fresh engine at ``url`` and audit it; yields the
+    engine (still open, for the report) and what the part did."""
+    cpu = time.process_time()
     clock = ManualClock(START)
     fake = FakeGateway()
-    settings = Settings(database_url=database_url, threads=1)
     engine = open_engine(
-        database_url,
+        url,
         clock=clock,
         gateways=[fake],
         rates=exchange_rates(config.months),
-        settings=settings,
+        settings=Settings(database_url=url, threads=1),
         migrate=True,
     )
-    say = progress or (lambda *_: None)
-    with engine, _quiet():
+    with engine:
         _require_empty(engine)
-        run = _Run(config, engine, clock, fake, say)
+        run = _Run(config, engine, clock, fake, say, indices)
         run.sign_up()
         run.bill()
         run.count()
@@ -670,27 +758,121 @@ def simulate(
         say("auditing", 0, 1)
         audit = engine.audit()
         say("auditing", 1, 1)
-        reporting = time.perf_counter()
-        say("reporting", 0, 1)
-        report = build_report(
-            engine,
-            start=START,
-            end=config.end,
-            title=title or default_title(config),
-            audit=audit,
-            parameters=config.describe(),
+        run.figures.seconds = {**run.seconds, "audit": time.perf_counter() - audited}
+        run.figures.cpu_seconds = time.process_time() - cpu
+        yield engine, _Part(run.figures, audit)
+
+
+def _report(
+    config: SimulationConfig,
+    engines: Sequence[Engine],
+    audit: AuditReport,
+    title: str | None,
+    say: ProgressCallback,
+) -> Report:
+    say("reporting", 0, 1)
+    report = build_report(
+        engines,
+        start=START,
+        end=config.end,
+        title=title or default_title(config),
+        audit=audit,
+        parameters=config.describe(),
+    )
+    say("reporting", 1, 1)
+    return report
+
+
+@contextmanager
+def _reopened(url: str) -> Iterator[Engine]:
+    """An engine on a part's database, to read it."""
+    settings = Settings(database_url=url, threads=1)
+    with open_engine(url, gateways=[], settings=settings) as engine:
+        yield engine
+
+
+class PartFailed(Exception):
+    """A part of a simulation, run in another process, failed as a user error would: its
+    message, and the exit code ``billing simulate`` gives that error."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _in_processes(
+    config: SimulationConfig, urls: Sequence[str], parts: Sequence[range], say: ProgressCallback
+) -> list[_Part]:
+    """Simulate each part in a process of its own (started fresh: ``spawn``), passing their
+    progress on: the customers signed up, summed; for the other phases, the slowest part's."""
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    processes = [
+        context.Process(
+            target=_part_main,
+            args=(config, url, indices, number, messages),
+            name=f"billing-simulate-{number + 1}",
+            daemon=True,
         )
-        done = time.perf_counter()
-        say("reporting", 1, 1)
-    figures = run.figures
-    figures.seconds = {
-        **run.seconds,
-        "audit": reporting - audited,
-        "report": done - reporting,
-        "total": done - began,
-    }
-    figures.cpu_seconds = time.process_time() - cpu
-    return Simulation(report=report, audit=audit, figures=figures)
+        for number, (url, indices) in enumerate(zip(urls, parts, strict=True))
+    ]
+    results: dict[int, _Part] = {}
+    progress: dict[str, list[tuple[int, int]]] = {}
+    try:
+        for process in processes:
+            process.start()
+        while len(results) < len(processes):
+            try:
+                kind, number, *rest = messages.get(timeout=0.5)
+            except queue.Empty:
+                for number, process in enumerate(processes):
+                    if number not in results and process.exitcode not in (None, 0):
+                        raise RuntimeError(
+                            f"a part of the simulation (process {process.name}) ended with exit "
+                            f"code {process.exitcode} before it was done; its error is above"
+                        ) from None
+                continue
+            if kind == "done":
+                results[number] = rest[0]
+            elif kind == "failed":
+                raise PartFailed(*rest)
+            else:
+                phase, done, total = rest
+                known = progress.setdefault(phase, [(0, total)] * len(processes))
+                known[number] = (done, total)
+                if phase == "signing up":
+                    say(phase, sum(d for d, _ in known), sum(t for _, t in known))
+                else:
+                    say(phase, min(d for d, _ in known), total)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    return [results[number] for number in range(len(processes))]
+
+
+def _part_main(
+    config: SimulationConfig,
+    url: str,
+    indices: range,
+    number: int,
+    messages: multiprocessing.queues.Queue[tuple[Any, ...]],
+) -> None:
+    """A part's process: simulate, then send the part back (or the error that stopped it).
+    Interrupts are the parent's to handle: it stops every part."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def say(phase: str, done: int, total: int) -> None:
+        messages.put(("progress", number, phase, done, total))
+
+    try:
+        with _quiet(), _simulated(config, url, indices, say) as (_, part):
+            pass
+    except (BillingError, DatabaseInUse) as exc:
+        messages.put(("failed", number, str(exc), _exit_code(exc)))
+        return
+    messages.put(("done", number, part))
 
 
 def default_title(config: SimulationConfig) -> str:
@@ -738,6 +920,9 @@ _FLAGS = {
     "downgrade_rate": "--downgrade-rate",
 }
 DATABASE_FILE = "simulation.db"
+CUSTOMERS_PER_JOB = 500
+"""By default, a process simulates at least this many customers."""
+MAX_JOBS = 64
 EXIT_UNBALANCED = 1
 """The audit found a broken money rule (the findings are printed, one a line)."""
 EXIT_USAGE = 2
@@ -836,6 +1021,19 @@ def command(
             "--report-dir", metavar="DIR", help="Where to write the charts and index.html."
         ),
     ] = Path("billing-report"),
+    jobs: Annotated[
+        str | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="J",
+            help=(
+                "Processes to simulate in, each on its share of the customers and its own "
+                "SQLite file in the report folder; the report is the same for any number."
+            ),
+            show_default="the CPUs, at most one per 500 customers; 1 with --database-url",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document; no tables, no progress.")
     ] = False,
@@ -864,8 +1062,9 @@ def command(
         if config is not None:
             settings = settings.merged(read_config(config), lambda key: f"{config}: {key}")
         settings = settings.merged(flags, lambda key: _FLAGS.get(key, key))
+        parts = _jobs(jobs, settings, database_url)
         _make(report_dir)
-        url = database_url or _fresh_database(report_dir)
+        urls = [database_url] if database_url else _fresh_databases(report_dir, parts)
     except OptionError as exc:
         _error(str(exc))
         raise typer.Exit(code=EXIT_USAGE) from None
@@ -873,21 +1072,14 @@ def command(
     bar = _progress_bar(err) if not as_json else None
     try:
         with bar or nullcontext():
-            result = simulate(settings, database_url=url, progress=_reporter(bar))
+            result = simulate(settings, database_url=urls, progress=_reporter(bar))
         page = write_report(result.report, report_dir)
-    except OptionError as exc:
+    except PartFailed as exc:
         _error(str(exc))
-        raise typer.Exit(code=EXIT_USAGE) from None
-    except DatabaseInUse as exc:
+        raise typer.Exit(code=exc.exit_code) from None
+    except (OptionError, DatabaseInUse, BillingError) as exc:
         _error(str(exc))
-        raise typer.Exit(code=EXIT_DATABASE) from None
-    except BillingError as exc:
-        _error(str(exc))
-        database = isinstance(exc, SchemaNotReady | CurrencyExponentChanged | StorageError)
-        usage = isinstance(exc, InvalidArgument)  # a database URL the engine cannot use
-        raise typer.Exit(
-            code=EXIT_DATABASE if database else EXIT_USAGE if usage else EXIT_BILLING
-        ) from None
+        raise typer.Exit(code=_exit_code(exc)) from None
     except OSError as exc:
         _error(f"--report-dir: {report_dir}: {exc.strerror or exc}")
         raise typer.Exit(code=EXIT_USAGE) from None
@@ -896,7 +1088,7 @@ def command(
             "report": result.report.to_dict(),
             "run": result.figures.to_dict(),
             "report_path": str(page),
-            "database_url": url,
+            "database_urls": urls,
         }
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -920,14 +1112,47 @@ def _make(folder: Path) -> None:
         raise OptionError(f"--report-dir: {folder}: cannot write there")
 
 
-def _fresh_database(folder: Path) -> str:
-    """The default database: ``simulation.db`` in the report folder, emptied first."""
+def _exit_code(exc: Exception) -> int:
+    """The exit code of a run stopped by ``exc``."""
+    if isinstance(exc, OptionError):
+        return EXIT_USAGE
+    if isinstance(exc, DatabaseInUse | SchemaNotReady | CurrencyExponentChanged | StorageError):
+        return EXIT_DATABASE
+    if isinstance(exc, InvalidArgument):  # a database URL the engine cannot use
+        return EXIT_USAGE
+    return EXIT_BILLING
+
+
+def _jobs(given: str | None, config: SimulationConfig, database_url: str | None) -> int:
+    """The processes to simulate in: ``--jobs``, or by default one per CPU this process may
+    use, at most one per :data:`CUSTOMERS_PER_JOB` customers (a process takes about a second
+    to start); 1 on a database given by URL."""
+    if given is None:
+        if database_url:
+            return 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(cpus or 1, config.subscriptions // CUSTOMERS_PER_JOB))
+    jobs = _integer("--jobs", given, 1, MAX_JOBS)
+    if jobs > 1 and database_url:
+        raise OptionError(
+            "--jobs: must be 1 with --database-url (a simulation in several processes runs "
+            "each on a SQLite file of its own in the report folder)"
+        )
+    return min(jobs, config.subscriptions)
+
+
+def _fresh_databases(folder: Path, parts: int) -> list[str]:
+    """The default databases in the report folder, emptied first: ``simulation.db``, or
+    ``simulation-1.db`` and on for a run in parts. Those of an earlier run go too."""
+    stem = Path(DATABASE_FILE).stem
+    names = [DATABASE_FILE] if parts == 1 else [f"{stem}-{n}.db" for n in range(1, parts + 1)]
     try:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            (folder / f"{DATABASE_FILE}{suffix}").unlink(missing_ok=True)
+        for old in [folder / DATABASE_FILE, *folder.glob(f"{stem}-[0-9]*.db")]:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                old.with_name(old.name + suffix).unlink(missing_ok=True)
     except OSError as exc:
         raise OptionError(f"--report-dir: {folder}: {exc.strerror or exc}") from None
-    return f"sqlite:///{(folder / DATABASE_FILE).resolve()}"
+    return [f"sqlite:///{(folder / name).resolve()}" for name in names]
 
 
 def _progress_bar(console: Console) -> Progress:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -73,7 +74,7 @@ _MONTHS_PER = {
 
 
 def build_report(
-    engine: Engine,
+    engine: Engine | Sequence[Engine],
     *,
     start: datetime,
     end: datetime,
@@ -83,6 +84,8 @@ def build_report(
 ) -> Report:
     """The report of ``engine``'s history from ``start`` to ``end`` (aware instants).
 
+    Given several engines, whose databases hold distinct customers (the parts of one
+    simulation), the report is over all of them, as if they were one database.
     ``audit`` is a result of :meth:`~billing.Engine.audit` already at hand (the audit is run
     otherwise); ``parameters`` are shown with the report as given (what made the history).
     Raises :class:`~billing.domain.errors.InvalidArgument` for a window that ends before it
@@ -95,10 +98,12 @@ def build_report(
     if not isinstance(title, str):
         raise InvalidArgument("title", "must be a string", title)
     pairs = tuple(parameters.items()) if isinstance(parameters, Mapping) else tuple(parameters)
+    engines = [engine] if isinstance(engine, Engine) else list(engine)
     bounds = month_bounds(start, end)
-    checked = engine.audit() if audit is None else audit
-    with engine.store.engine.connect() as connection:
-        reader = _Reader(connection, bounds)
+    checked = AuditReport.combined(e.audit() for e in engines) if audit is None else audit
+    with ExitStack() as stack:
+        connections = [stack.enter_context(e.store.engine.connect()) for e in engines]
+        reader = _Reader(connections, bounds)
         invoiced = reader.invoiced()
         captured = reader.captured()
         refunded = reader.refunded()
@@ -195,12 +200,18 @@ class _Plan:
 
 
 class _Reader:
-    """The report's queries on one connection; ``bounds`` are the months' boundaries."""
+    """The report's queries on the connections to its databases (their rows are added up);
+    ``bounds`` are the months' boundaries."""
 
-    def __init__(self, connection: Connection, bounds: list[datetime]) -> None:
-        self.connection = connection
+    def __init__(self, connections: Sequence[Connection], bounds: list[datetime]) -> None:
+        self.connections = connections
         self.bounds = bounds
         self.tables = metadata.tables
+
+    def _rows(self, query: Any) -> Iterator[Any]:
+        """The query's rows from every database, one database after the other."""
+        for connection in self.connections:
+            yield from connection.execute(query)
 
     def _month(self, instant: Any) -> ColumnElement[Any]:
         """The month (0-based) an instant falls in; only for rows within the window."""
@@ -215,7 +226,7 @@ class _Reader:
 
     def _by_month(self, query: Any) -> list[dict[str, int]]:
         months: list[dict[str, int]] = [{} for _ in self.bounds[1:]]
-        for month, currency, amount in self.connection.execute(query):
+        for month, currency, amount in self._rows(query):
             if month >= 0 and amount:
                 months[month][currency] = months[month].get(currency, 0) + int(amount)
         return months
@@ -260,7 +271,7 @@ class _Reader:
         )
         return {
             code: _Plan(currency, Fraction(int(price)) * _MONTHS_PER[unit] / int(count))
-            for code, price, currency, unit, count in self.connection.execute(query)
+            for code, price, currency, unit, count in self._rows(query)
         }
 
     def lifecycle(self, plans: Mapping[str, _Plan]) -> _Lifecycle:
@@ -274,7 +285,7 @@ class _Reader:
             .order_by(events.c.seq)
         )
         histories: defaultdict[str, list[tuple[str, datetime, Any]]] = defaultdict(list)
-        for subscription_id, name, at, payload in self.connection.execute(query):
+        for subscription_id, name, at, payload in self._rows(query):
             histories[subscription_id].append((name, _utc(at), payload))
         months = len(self.bounds) - 1
         result = _Lifecycle(
@@ -347,9 +358,13 @@ class _Reader:
             .where(self._in_window(invoices.c.created_at))
             .group_by(invoices.c.status, invoices.c.currency)
         )
+        counts: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for status, currency, count, total in self._rows(query):
+            counts[status, currency][0] += int(count)
+            counts[status, currency][1] += int(total or 0)
         rows = [
-            InvoiceCount(status=status, currency=currency, count=int(count), total=int(total or 0))
-            for status, currency, count, total in self.connection.execute(query)
+            InvoiceCount(status=status, currency=currency, count=count, total=total)
+            for (status, currency), (count, total) in counts.items()
         ]
         order = {status: index for index, status in enumerate(INVOICE_STATUSES)}
         rows.sort(key=lambda r: (order.get(r.status, len(order)), r.status, r.currency))
@@ -384,7 +399,7 @@ class _Reader:
         counts: defaultdict[str, int] = defaultdict(int)
         entered: defaultdict[str, int] = defaultdict(int)
         recovered: defaultdict[str, int] = defaultdict(int)
-        for status, currency, count, total in self.connection.execute(query):
+        for status, currency, count, total in self._rows(query):
             counts[status] += int(count)
             entered[currency] += int(total or 0)
             if status == "paid":
@@ -428,7 +443,10 @@ class _Reader:
         )
 
     def _sums(self, query: Any) -> dict[str, int]:
-        return {currency: int(total or 0) for currency, total in self.connection.execute(query)}
+        sums: defaultdict[str, int] = defaultdict(int)
+        for currency, total in self._rows(query):
+            sums[currency] += int(total or 0)
+        return sums
 
 
 def _utc(instant: datetime) -> datetime:

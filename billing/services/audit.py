@@ -87,6 +87,16 @@ class AuditReport:
     def balanced(self) -> bool:
         return not self.findings
 
+    @classmethod
+    def combined(cls, reports: Iterable[AuditReport]) -> AuditReport:
+        """The audits of databases whose customers are distinct, as one."""
+        books: dict[tuple[str, str], Books] = {}
+        findings: list[Finding] = []
+        for report in reports:
+            books.update(report.books)
+            findings.extend(report.findings)
+        return cls(books=books, findings=tuple(findings))
+
 
 _NAMED = (
     "credit.granted",

@@ -1,8 +1,9 @@
 """``billing simulate``: a small simulation run twice as real processes, and bad options.
 
-The two runs go at once (one with flags in a process of its own, one from a YAML file with
---json in the test's process), on their own report folders: both must exit 0 with a balanced
-audit and write byte-identical charts and pages, since they have the same seed.
+The two runs go at once (one with flags in a process of its own, split in two parts each
+simulated in a process of its own; one from a YAML file with --json in the test's process, in
+one part), on their own report folders: both must exit 0 with a balanced audit and write
+byte-identical charts and pages, since they have the same seed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from billing.cli import app
 from billing.reports.files import CHARTS
+from billing.simulate import PartFailed, SimulationConfig, simulate
 
 SETTINGS = {
     "subscriptions": "40",
@@ -46,13 +48,13 @@ def test_the_same_seed_writes_the_same_report_twice(tmp_path: Path) -> None:
     config = tmp_path / "simulation.yaml"
     lines = [f"{key.replace('-', '_')}: {value}" for key, value in SETTINGS.items()]
     config.write_text("\n".join([*lines[:2], "seed: 99", *lines[3:]]) + "\n")
-    tables = _start(*flags, "--report-dir", str(tmp_path / "tables"))
+    tables = _start(*flags, "--jobs", "2", "--report-dir", str(tmp_path / "tables"))
     try:  # the second run, in this process, while the first one runs
         as_json = CliRunner().invoke(
             app,
             [
                 "simulate",
-                *("--config", str(config), "--seed", "7", "--json"),
+                *("--config", str(config), "--seed", "7", "--json", "--jobs", "1"),
                 *("--report-dir", str(tmp_path / "json")),
             ],
         )
@@ -66,7 +68,10 @@ def test_the_same_seed_writes_the_same_report_twice(tmp_path: Path) -> None:
         one = (tmp_path / "tables" / name).read_bytes()
         two = (tmp_path / "json" / name).read_bytes()
         assert one == two, f"{name} differs between two runs with seed 7"
-    assert (tmp_path / "tables" / "simulation.db").exists()
+    assert sorted(path.name for path in (tmp_path / "tables").glob("*.db")) == [
+        "simulation-1.db",
+        "simulation-2.db",
+    ]
 
     assert "Audit: balanced" in out
     assert "Subscriptions by month" in out
@@ -83,6 +88,9 @@ def test_the_same_seed_writes_the_same_report_twice(tmp_path: Path) -> None:
     assert report["dunning"]["entered"] > 0  # a card in three starts declining each month
     assert document["run"]["renewals"] > 0
     assert document["run"]["failed"] == 0
+    assert document["database_urls"] == [
+        f"sqlite:///{(tmp_path / 'json' / 'simulation.db').resolve()}"
+    ]
     page = (tmp_path / "json" / "index.html").read_text()
     assert "Simulation: 40 subscriptions, 2 months, seed 7" in page
 
@@ -110,6 +118,8 @@ def test_a_bad_flag_is_one_line_and_exit_2_in_a_real_process(tmp_path: Path) -> 
             "--churn-rate, --upgrade-rate, --downgrade-rate: must add up to at most 1",
         ),
         (["--bogus", "3"], "--bogus: no such option"),
+        (["--jobs", "0"], "--jobs: must be between 1 and 64 (got 0)"),
+        (["--jobs", "2", "--database-url", "sqlite://"], "--jobs: must be 1 with --database-url"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -145,3 +155,14 @@ def test_a_database_that_holds_customers_is_refused(tmp_path: Path) -> None:
     assert again.stderr.strip() == (
         "error: --database-url: must be an empty database (it holds 2 customers)"
     )
+
+
+def test_a_part_that_fails_in_its_process_stops_the_run_with_its_message(tmp_path: Path) -> None:
+    used = f"sqlite:///{tmp_path / 'used.db'}"
+    simulate(SimulationConfig(subscriptions=2, months=1), database_url=used)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    config = SimulationConfig(subscriptions=4, months=1)
+    with pytest.raises(PartFailed) as failed:
+        simulate(config, database_url=[fresh, used])
+    assert str(failed.value) == "--database-url: must be an empty database (it holds 2 customers)"
+    assert failed.value.exit_code == 3
