@@ -105,8 +105,14 @@ def command(
 ) -> Subscription:
     """Run due work, apply one operation in a transaction, then collect what it invoiced."""
     now = ctx.clock.now()
-    run_subscription(ctx, subscription_id, now)
-    return _apply(ctx, claim, subscription_id, operation, now)
+    return _apply(
+        ctx,
+        claim,
+        subscription_id,
+        operation,
+        now,
+        lambda: run_subscription(ctx, subscription_id, now),
+    )
 
 
 def _apply(
@@ -115,15 +121,41 @@ def _apply(
     subscription_id: str,
     operation: Callable[[Tx, Subscription, datetime], Outcome],
     now: datetime,
+    catch_up: Callable[[], object],
 ) -> Subscription:
-    with ctx.store.transaction() as tx:
-        loaded = tx.subscription(subscription_id)
-        outcome = operation(tx, loaded.subscription, now)
-        _, sends = apply(ctx, tx, loaded, outcome, now)
-        if claim is not None:
-            claim.remember(tx, outcome.subscription)
+    """Apply ``operation`` in one transaction, after the subscription's work due by ``now``.
+
+    The transaction first looks for due work (a billing step, a payment to check); if there is
+    some, it changes nothing, ``catch_up`` does that work, and the operation runs in a new
+    transaction. Its attempts are then sent, and what they and the change left due is done.
+    """
+    caught_up = False
+    while True:
+        with ctx.store.transaction() as tx:
+            loaded = tx.subscription(subscription_id)
+            if not caught_up and _work_due(tx, loaded.subscription, now):
+                behind = True
+            else:
+                behind = False
+                outcome = operation(tx, loaded.subscription, now)
+                _, sends = apply(ctx, tx, loaded, outcome, now)
+                if claim is not None:
+                    claim.remember(tx, outcome.subscription)
+                after = tx.subscription(subscription_id)
+        if not behind:
+            break
+        catch_up()
+        caught_up = True
+    if not sends and (after.next_run_at is None or after.next_run_at > now):
+        return after.subscription  # nothing is left to do by now: this is what was written
     send(ctx, sends, now)
     return run_subscription(ctx, subscription_id, now) or read(ctx, subscription_id)
+
+
+def _work_due(tx: Tx, subscription: Subscription, now: datetime) -> bool:
+    """Whether a billing step or a payment check of ``subscription`` is due by ``now``."""
+    due = subscription.due_at
+    return (due is not None and due <= now) or bool(tx.payments_to_check(subscription.id, now))
 
 
 def cancel(
@@ -136,14 +168,17 @@ def cancel(
     the last billed period is owed.
     """
     now = ctx.clock.now()
-    try:
-        run_subscription(ctx, subscription_id, now)
-        stuck = False
-    except ConcurrentUpdate:
-        raise
-    except BillingError as exc:
-        log.warning("cancel.billing_stuck subscription=%s error=%s", subscription_id, exc)
-        stuck = True
+    stuck = False
+
+    def catch_up() -> None:
+        nonlocal stuck
+        try:
+            run_subscription(ctx, subscription_id, now)
+        except ConcurrentUpdate:
+            raise
+        except BillingError as exc:
+            log.warning("cancel.billing_stuck subscription=%s error=%s", subscription_id, exc)
+            stuck = True
 
     def operation(tx: Tx, subscription: Subscription, at: datetime) -> Outcome:
         currency = subscription.plan.billing_currency
@@ -159,7 +194,7 @@ def cancel(
             final_debt=ctx.final_debt,
         )
 
-    return _apply(ctx, claim, subscription_id, operation, now)
+    return _apply(ctx, claim, subscription_id, operation, now, catch_up)
 
 
 def plan_change(
