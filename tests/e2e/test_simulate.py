@@ -145,7 +145,7 @@ def test_a_bad_configuration_file_is_one_line_and_exit_2(tmp_path: Path) -> None
     assert "none.yaml: No such file or directory" in missing.stderr
 
 
-def test_a_database_that_holds_customers_is_refused(tmp_path: Path) -> None:
+def test_a_database_that_holds_customers_is_refused_even_by_a_part(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'used.db'}"
     args = ["simulate", "--subscriptions", "2", "--months", "1", "--database-url", url]
     first = CliRunner().invoke(app, [*args, "--json", "--report-dir", str(tmp_path / "a")])
@@ -156,13 +156,9 @@ def test_a_database_that_holds_customers_is_refused(tmp_path: Path) -> None:
         "error: --database-url: must be an empty database (it holds 2 customers)"
     )
 
-
-def test_a_part_that_fails_in_its_process_stops_the_run_with_its_message(tmp_path: Path) -> None:
-    used = f"sqlite:///{tmp_path / 'used.db'}"
-    simulate(SimulationConfig(subscriptions=2, months=1), database_url=used)
+    # a simulation in parts: the part given that database fails in its process, and says so
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
-    config = SimulationConfig(subscriptions=4, months=1)
     with pytest.raises(PartFailed) as failed:
-        simulate(config, database_url=[fresh, used])
+        simulate(SimulationConfig(subscriptions=4, months=1), database_url=[fresh, url])
     assert str(failed.value) == "--database-url: must be an empty database (it holds 2 customers)"
     assert failed.value.exit_code == 3
