@@ -565,7 +565,9 @@ class Engine:
         ``process_now``, processed at once: the adapter reads it (checking the signature of
         gateways that sign) and the engine asks the gateway what became of the payment it names
         and records that, once per notification: a redelivery is a ``duplicate``, a forged or
-        unreadable one changes nothing. With ``process_now=False`` (an endpoint that must answer
+        unreadable one changes nothing. What the payment's news makes due by now is billed then
+        too (a late payment reactivating an unpaid subscription bills the rest of its period).
+        With ``process_now=False`` (an endpoint that must answer
         fast) it is only kept, and :meth:`process_notifications` (the worker) processes it. A
         notification the gateway could not confirm stays ``received`` and is retried.
 
@@ -609,7 +611,8 @@ class Engine:
         payment links that expired unpaid lately (paid after all? see
         ``Settings.late_payment_days``); withdraw the live payment links of invoices settled
         another way (:mod:`billing.services.links`); and clear lapsed claims. The billing steps
-        are left to :meth:`run_due`."""
+        are left to :meth:`run_due`, but for those of a subscription a late payment found here
+        reactivated: the rest of its period is billed at once."""
         when = self._when(now)
         stop = stop or _never
         try:

@@ -436,7 +436,8 @@ class _Checks:
 
     def refund_limits(self) -> Iterator[Finding]:
         """A payment is never refunded beyond its amount; credit given back by refunds is what
-        the invoices refunded in full used; money refunded is never kept as credit too."""
+        the invoices whose own money (not money that came after they were settled and became
+        credit) was refunded in full used; money refunded is never kept as credit too."""
         given: defaultdict[str, int] = defaultdict(int)
         for refund in self.refunds:
             if refund.status != "failed":
@@ -452,16 +453,21 @@ class _Checks:
         for event in self._named("credit.granted"):
             if event.payload.get("source") == "refund":
                 returned[event.payload["invoice_id"]] += event.payload["amount"]["minor"]
-        confirmed: defaultdict[str, int] = defaultdict(int)
+        # per invoice: its own money refunded (not money that had become credit)
+        own_refunded: defaultdict[str, int] = defaultdict(int)
         taken: defaultdict[str, int] = defaultdict(int)
         by_payment = {payment.id: payment for payment in self.payments}
         for refund in self.refunds:
             invoice_id = by_payment[refund.payment_id].invoice_id
             if refund.status == "succeeded":
-                confirmed[invoice_id] += refund.amount_minor
+                own_refunded[invoice_id] += refund.amount_minor - refund.credit_taken_minor
             if refund.status != "failed":
                 taken[invoice_id] += refund.credit_taken_minor
-        whole = {i for i, paid in self.captured.items() if paid and confirmed[i] == paid}
+        whole = {
+            invoice_id
+            for invoice_id, paid in self.captured.items()
+            if (own := paid - self.overpaid[invoice_id]) > 0 and own_refunded[invoice_id] == own
+        }
         yield from self._overpayments_refunded(taken)
         for invoice_id in sorted(set(returned) | whole):
             used = self._credit_used(invoice_id)

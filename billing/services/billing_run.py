@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from billing.domain.customers import PaymentMethod
+from billing.domain.errors import BillingError
 from billing.domain.events import CreditGranted, CreditSource, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
 from billing.domain.money import Money
@@ -491,6 +492,19 @@ def check_late_payments(
     return asked
 
 
+def bill_due_now(ctx: Context, subscription_id: str | None, now: datetime) -> None:
+    """After news of a payment, do its subscription's work due by ``now`` at once (a late
+    payment that reactivates an unpaid subscription leaves the rest of its period to bill), so
+    that the next call on the subscription does not find it due. Work that cannot be done now
+    (a UF rate not known yet) is left to the billing runs."""
+    if subscription_id is None:
+        return
+    try:
+        run_subscription(ctx, subscription_id, now)
+    except BillingError as exc:
+        log.warning("billing.due_work_left subscription=%s error=%s", subscription_id, exc)
+
+
 def _check_late(ctx: Context, payment_id: str, now: datetime) -> None:
     answer = verify(ctx, payment_id, now)
     with ctx.store.transaction() as tx:
@@ -502,9 +516,10 @@ def _check_late(ctx: Context, payment_id: str, now: datetime) -> None:
             row.late_check_at = now + min(max(now - expired_at, _LATE_FIRST), _LATE_MAX)
         else:
             row.late_check_at = None
+    send(ctx, follow, now)
     if paid:
         log.info("payment.paid_late_found payment=%s", payment_id)
-    send(ctx, follow, now)
+        bill_due_now(ctx, row.subscription_id, now)
 
 
 def _method(tx: Tx, row: PaymentRow) -> PaymentMethod | None:

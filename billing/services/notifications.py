@@ -27,7 +27,7 @@ from billing.domain import _checks
 from billing.domain.errors import AlreadyExists, ConcurrentUpdate, GatewayError, InvalidArgument
 from billing.domain.payments import ErrorCode, PaymentStatus
 from billing.ports import Capability, Notification, NotificationFacts, PaymentGateway
-from billing.services.billing_run import record, send, verify
+from billing.services.billing_run import bill_due_now, record, send, verify
 from billing.services.context import Context, log, new_id
 from billing.services.dispatch import retry_delay
 from billing.services.gateways import gateway, require
@@ -277,6 +277,8 @@ def _process(
     except AlreadyExists:  # the same event, in another body, recorded concurrently
         return _settle(ctx, kept, NotificationStatus.DUPLICATE, now, facts=facts)
     send(ctx, follow, now)
+    if row is not None and answer is not None:
+        bill_due_now(ctx, row.subscription_id, now)
     log.info(
         "notification.processed gateway=%s event=%s kind=%s status=%s payment=%s",
         port.name,

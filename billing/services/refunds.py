@@ -223,7 +223,7 @@ def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: dat
     if event is not None:
         tx.record([event])
     if row.status == RefundStatus.SUCCEEDED.value and ctx.settings.refunds_return_credit:
-        _return_credit(tx, payment, now)
+        _return_credit(tx, row, payment, now)
     if row.status == RefundStatus.FAILED.value and row.credit_taken_minor:
         invoice = tx.invoice(payment.invoice_id)
         refused = Money.from_minor(row.credit_taken_minor, row.currency)
@@ -233,23 +233,28 @@ def _record(ctx: Context, tx: Tx, refund_id: str, result: RefundResult, now: dat
     return _refund(row, payment.invoice_id)
 
 
-def _return_credit(tx: Tx, payment: PaymentRow, at: datetime) -> None:
-    """Once the refunds of an invoice's payments reach all they took, give back the credit the
-    invoice used (this is called with the invoice's payments locked, as each refund succeeds:
-    exactly once). A payment that came after the invoice was settled is not the invoice's:
-    refunding it alone gives back no credit."""
+def _return_credit(tx: Tx, refund: RefundRow, payment: PaymentRow, at: datetime) -> None:
+    """When ``refund`` (just succeeded) brings the refunds of an invoice's own money to all of
+    it, give back the credit the invoice used. The invoice's own money is what paid it; money
+    that came after it was settled became credit (an overpayment), and the part of a refund that
+    took such credit back is not the invoice's: refunding it gives back no credit. The own money
+    refunded only grows, and stops at what was paid, so this happens once, whatever the order of
+    the payments, the overpayments and the refunds (this is called with the invoice's payments
+    locked, as each refund succeeds)."""
+    if refund.amount_minor <= refund.credit_taken_minor:
+        return  # it gave back only money that had become credit
     tx.session.flush()
-    succeeded = [
-        row
-        for row in tx.payment_rows(invoice_id=payment.invoice_id)
-        if row.status == PaymentStatus.SUCCEEDED.value
-    ]
-    taken = sum(row.amount_minor for row in succeeded)
-    if sum(tx.refunded(row.id, succeeded_only=True) for row in succeeded) != taken:
-        return
     invoice = tx.invoice(payment.invoice_id)
     used = invoice.credit_applied
-    if not used.is_positive():
+    if invoice.status is not InvoiceStatus.PAID or not used.is_positive():
+        return
+    refunded = sum(
+        row.amount_minor - row.credit_taken_minor
+        for paid in tx.payment_rows(invoice_id=payment.invoice_id)
+        for row in tx.refund_rows(paid.id)
+        if row.status == RefundStatus.SUCCEEDED.value
+    )
+    if refunded != invoice.total.minor:
         return
     reason = f"credit used by invoice {invoice.number}, refunded in full"
     credit_back(tx, payment, invoice, used, at, CreditSource.REFUND, reason)

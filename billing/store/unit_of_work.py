@@ -889,16 +889,13 @@ class Tx:
         if refresh and row.subscription_id is not None:
             self.refresh_next_run(row.subscription_id)
 
-    def refunded(self, payment_id: str, *, succeeded_only: bool = False) -> int:
-        """Minor units already refunded (or on their way back) from a payment; only those the
-        gateway confirmed with ``succeeded_only``."""
-        query = select(func.coalesce(func.sum(RefundRow.amount_minor), 0)).where(
-            col(RefundRow.payment_id) == payment_id
+    def refunded(self, payment_id: str) -> int:
+        """Minor units already refunded (or on their way back) from a payment."""
+        query = (
+            select(func.coalesce(func.sum(RefundRow.amount_minor), 0))
+            .where(col(RefundRow.payment_id) == payment_id)
+            .where(col(RefundRow.status) != RefundStatus.FAILED.value)
         )
-        if succeeded_only:
-            query = query.where(col(RefundRow.status) == RefundStatus.SUCCEEDED.value)
-        else:
-            query = query.where(col(RefundRow.status) != RefundStatus.FAILED.value)
         return int(self.session.exec(query).first() or 0)
 
     def refund_row(self, refund_id: str, *, fresh: bool = False) -> RefundRow:

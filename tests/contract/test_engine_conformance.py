@@ -347,11 +347,17 @@ def test_an_unpaid_link_expires_into_dunning_with_one_new_link_per_retry(links: 
 
     give_card(links.engine, links.sim, "c1", Behavior.APPROVE, replace=True)  # pays from now on
     links.deliver()
-    assert [a.status for a in links.payments(subscription)][3:] == [PaymentStatus.SUCCEEDED]
-    [invoice] = links.engine.invoices(subscription_id=subscription)
-    assert invoice.status is InvoiceStatus.PAID
+    [paid, resumed] = links.engine.invoices(subscription_id=subscription)
+    assert paid.status is InvoiceStatus.PAID
     assert links.status(subscription) is SubscriptionStatus.ACTIVE
-    assert links.sim.charges_taken("c1") == 1
+    # reactivated by that payment, the rest of its period is billed at once, with a new link,
+    # which the customer pays at once too
+    assert resumed.reason.value == "resume"
+    links.deliver()
+    statuses = {a.invoice_id: a.status for a in links.payments(subscription)[3:]}
+    assert statuses == {paid.id: PaymentStatus.SUCCEEDED, resumed.id: PaymentStatus.SUCCEEDED}
+    assert links.engine.invoice(resumed.id).status is InvoiceStatus.PAID
+    assert links.sim.charges_taken("c1") == 2
 
 
 def test_a_link_paid_after_it_expired_is_recorded_late_and_pays_the_open_invoice(links: World):

@@ -159,3 +159,36 @@ def test_expired_links_are_asked_about_only_for_the_configured_days(database_url
         assert len(checks) >= 3, checks
         assert max(checks) <= timedelta(days=5), "never past the configured days"
         balanced(engine)
+
+
+def test_a_late_payment_that_reactivates_a_subscription_bills_the_rest_of_its_period_at_once(
+    database_url: str,
+):
+    """An unpaid subscription whose expired link is paid late, after its period: the invoice
+    is paid, the subscription active again, and the rest of the current period is invoiced and
+    charged as the notification is processed, not left due for the next call to find (a plan
+    change refused then would have billed it, and so written, though it failed)."""
+    clock = ManualClock(START)
+    fake = FakeGateway(pending_for=timedelta(days=2))
+    engine = open_engine(database_url, clock=clock, gateways=[fake], settings=Settings(threads=1))
+    retry = RetryPolicy.of([], then="unpaid")
+    engine.create_plan(Plan.of(code="mes", name="Mes", price="10000", currency="CLP", retry=retry))
+    billing = Billing(engine=engine, clock=clock, fake=fake, url=database_url)
+    billing.customer("c1")
+    fake.script("c1", [Behavior.LINK_EXPIRES, Behavior.APPROVE])
+    subscription = engine.subscribe("c1", "mes").id
+    billing.run_until(START + timedelta(days=40))
+    assert engine.subscription(subscription).status is SubscriptionStatus.UNPAID
+    [expired] = engine.payments(subscription_id=subscription)
+    assert expired.reference is not None
+    fake.pay_expired_link(expired.reference, clock.now())
+
+    notify(billing, expired.reference, "evt_late")
+
+    assert engine.subscription(subscription).status is SubscriptionStatus.ACTIVE
+    reasons = [(i.reason.value, i.status) for i in engine.invoices(subscription_id=subscription)]
+    assert reasons == [("subscription_start", InvoiceStatus.PAID), ("resume", InvoiceStatus.PAID)]
+    due = engine.next_run_at()
+    assert due is None or due > clock.now()
+    balanced(engine)
+    engine.close()

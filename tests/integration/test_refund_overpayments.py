@@ -124,3 +124,35 @@ def test_the_audit_finds_money_both_refunded_and_kept_as_credit(overpaid: Billin
         connection.execute(update(balances).values(amount_minor=15000))
     findings = {(f.rule, f.subject) for f in engine.audit().findings}
     assert ("refunds", "INV-000001") in findings
+
+
+def test_an_invoice_refunded_in_full_gives_back_its_credit_once_whatever_is_paid_after(
+    database_url: str,
+):
+    """INV-000001 used 5000 CLP of credit and was paid by its retry; refunded in full, its
+    credit came back. Then its first link, expired, was paid late: 10000 CLP of overpayment,
+    credit too. Refunding that gives back no credit a second time, and the audit agrees at
+    every step (it used to judge "in full" against every payment, the late one included)."""
+    billing = _billing(database_url, FakeGateway())
+    engine = billing.engine
+    billing.customer("c1")
+    engine.grant_credit("c1", Money.of(5000, CLP))
+    billing.fake.script("c1", [Behavior.LINK_EXPIRES, Behavior.APPROVE])
+    subscription = engine.subscribe("c1", "oro").id
+    while engine.invoices(customer_id="c1")[0].status.value != "paid":
+        billing.run_until(max(engine.next_run_at() or START, billing.clock.now()))
+    link, paying = sorted(engine.payments(subscription_id=subscription), key=lambda p: p.number)
+
+    engine.refund(paying.id)
+    assert engine.credit_balance("c1", CLP).amount == Money.of(5000, CLP)
+    balanced(engine)
+    assert link.reference is not None
+    billing.fake.pay_expired_link(link.reference, billing.clock.now())
+    notification = billing.fake.notification(link.reference, "evt_late")
+    engine.receive_notification("fake", headers=notification.headers, body=notification.body)
+    assert engine.credit_balance("c1", CLP).amount == Money.of(15000, CLP)
+    balanced(engine)
+    engine.refund(link.id)  # the overpayment: its credit is taken back, none is given
+    assert engine.credit_balance("c1", CLP).amount == Money.of(5000, CLP)
+    balanced(engine)
+    engine.close()
