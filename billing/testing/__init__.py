@@ -15,14 +15,16 @@ them at work.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billing.testing.fake_gateway import Behavior as Behavior
 from billing.testing.fake_gateway import FakeGateway as FakeGateway
 from billing.testing.fake_gateway import TakenCharge as TakenCharge
-from billing.testing.fake_server import RemoteFakeGateway as RemoteFakeGateway
-from billing.testing.fake_server import serve as serve
 from billing.testing.recorder import ScenarioRecorder as ScenarioRecorder
+
+if TYPE_CHECKING:
+    from billing.testing.fake_server import RemoteFakeGateway as RemoteFakeGateway
+    from billing.testing.fake_server import serve as serve
 
 __all__ = [
     "Behavior",
@@ -42,9 +44,17 @@ _NEEDS_HYPOTHESIS = {
 """Public names whose modules import hypothesis (and the engine): loaded when first used, so
 that importing this package needs neither (the adapters' fakes import it). For static types,
 import them from their modules: ``from billing.testing.machine import BillingMachine``."""
+_SERVED = frozenset({"RemoteFakeGateway", "serve"})
+"""Public names of :mod:`billing.testing.fake_server`, the fake served over HTTP (httpx,
+uvicorn): loaded when first used too, so that the in-process fake costs none of their import
+time (every ``billing`` command would pay it)."""
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SERVED:
+        value = getattr(importlib.import_module("billing.testing.fake_server"), name)
+        globals()[name] = value
+        return value
     if name not in _NEEDS_HYPOTHESIS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module_name, attribute = _NEEDS_HYPOTHESIS[name]
