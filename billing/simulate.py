@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import multiprocessing.queues
 import os
 import queue
 import random
@@ -46,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -77,6 +75,9 @@ from billing.services.audit import AuditReport
 from billing.services.sign_ups import SignUp
 from billing.store.tables import metadata
 from billing.testing.fake_gateway import Behavior, FakeGateway
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 """When every simulation starts: its first month is January 2026 (UTC)."""
@@ -805,6 +806,8 @@ def _in_processes(
 ) -> list[_Part]:
     """Simulate each part in a process of its own (started fresh: ``spawn``), passing their
     progress on: the customers signed up, summed; for the other phases, the slowest part's."""
+    import multiprocessing  # only here: most runs are one part, in this process
+
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     processes = [
@@ -857,7 +860,7 @@ def _part_main(
     url: str,
     indices: range,
     number: int,
-    messages: multiprocessing.queues.Queue[tuple[Any, ...]],
+    messages: Queue[tuple[Any, ...]],
 ) -> None:
     """A part's process: simulate, then send the part back (or the error that stopped it).
     Interrupts are the parent's to handle: it stops every part."""

@@ -30,10 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
-
 from billing.engine import Engine
 from billing.services.billing_run import RunReport
 from billing.services.dispatch import DispatchReport, Handlers
@@ -139,6 +135,11 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT (or :meth:`stop`), then stop gracefully."""
+        # imported here: every billing command imports this module, only this one schedules
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.memory import MemoryJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
         settings = self.engine.settings
         scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
