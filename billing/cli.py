@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
-from billing import __version__, cli_inspect, cli_support, demo, simulate, web
+from billing import __version__, cli_inspect, cli_support, demo, simulate
 from billing.bootstrap import open_engine
 from billing.cli_render import ScenarioProgress, all_events, render_scenario
 from billing.cli_support import (
@@ -746,7 +746,18 @@ def _writable(path: Path, text: str | None = None) -> None:
 
 
 cli_inspect.register(app)  # billing subscriptions, invoices, payments, events: read-only
-demo.register(app, notifications_app=web.notifications_app)  # `billing demo`: docs/demo.md
+
+
+def _notifications_app(
+    engine: EngineApi, *, process: Literal["background", "inline"] = "background"
+) -> Any:
+    """``billing.web.notifications_app``, imported when the demo needs it (starlette)."""
+    from billing.web import notifications_app
+
+    return notifications_app(engine, process=process)
+
+
+demo.register(app, notifications_app=_notifications_app)  # `billing demo`: docs/demo.md
 simulate.register(app)  # `billing simulate`: docs/simulate.md
 
 
