@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from billing.domain.customers import PaymentMethod
-from billing.domain.errors import BillingError
+from billing.domain.errors import BillingError, ConcurrentUpdate
 from billing.domain.events import CreditGranted, CreditSource, Event
 from billing.domain.invoices import Invoice, InvoiceStatus
 from billing.domain.money import Money
@@ -492,17 +492,31 @@ def check_late_payments(
     return asked
 
 
+def run_unless_stuck(ctx: Context, subscription_id: str, now: datetime, *, why: str) -> bool:
+    """:func:`run_subscription`; ``False`` (logged as ``<why>.billing_stuck``) if its billing
+    cannot go on now (a UF rate not known yet), whose stuck step stays due for the billing runs.
+    A concurrent update is raised: another process is at the subscription."""
+    try:
+        run_subscription(ctx, subscription_id, now)
+    except ConcurrentUpdate:
+        raise
+    except BillingError as exc:
+        log.warning("%s.billing_stuck subscription=%s error=%s", why, subscription_id, exc)
+        return False
+    return True
+
+
 def bill_due_now(ctx: Context, subscription_id: str | None, now: datetime) -> None:
     """After news of a payment, do its subscription's work due by ``now`` at once (a late
     payment that reactivates an unpaid subscription leaves the rest of its period to bill), so
-    that the next call on the subscription does not find it due. Work that cannot be done now
-    (a UF rate not known yet) is left to the billing runs."""
+    that the next call on the subscription does not find it due. Work that cannot be done now,
+    or that another process is doing, is left to the billing runs."""
     if subscription_id is None:
         return
     try:
-        run_subscription(ctx, subscription_id, now)
-    except BillingError as exc:
-        log.warning("billing.due_work_left subscription=%s error=%s", subscription_id, exc)
+        run_unless_stuck(ctx, subscription_id, now, why="payment")
+    except ConcurrentUpdate:
+        log.info("payment.due_work_contended subscription=%s", subscription_id)
 
 
 def _check_late(ctx: Context, payment_id: str, now: datetime) -> None:

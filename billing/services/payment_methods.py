@@ -8,16 +8,15 @@ label); card data never passes through it.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from urllib.parse import urlsplit
 
 from billing.domain import _checks
 from billing.domain.customers import CardEnrollment, EnrollmentStatus, PaymentMethod
-from billing.domain.errors import BillingError, ConcurrentUpdate, GatewayError, InvalidArgument
+from billing.domain.errors import GatewayError, InvalidArgument
 from billing.domain.subscriptions import replace_payment_method
 from billing.ports import AttachRequest, Capability, EnrollmentRequest
-from billing.services.billing_run import apply, run_subscription, send
-from billing.services.context import Claim, Context, log, new_id
+from billing.services.billing_run import apply, run_unless_stuck, send
+from billing.services.context import Claim, Context, new_id
 from billing.services.gateways import customer_reference, gateway, require
 
 
@@ -100,24 +99,15 @@ def retry_dunning(ctx: Context, customer_id: str) -> None:
             s.id for s in tx.subscriptions(customer_id) if s.dunning is not None or s.collections
         ]
     for subscription_id in in_dunning:
-        _run(ctx, subscription_id, now)
+        run_unless_stuck(ctx, subscription_id, now, why="retry")
         with ctx.store.transaction() as tx:
             loaded = tx.subscription(subscription_id)
             outcome = replace_payment_method(loaded.subscription, at=now)
             _, sends = apply(ctx, tx, loaded, outcome, now)
         send(ctx, sends, now)
-        _run(ctx, subscription_id, now)  # a reactivation may bill the rest of a period now
-
-
-def _run(ctx: Context, subscription_id: str, now: datetime) -> None:
-    """Bill what is due; a subscription whose billing is stuck (no UF rate yet) still gets its
-    invoices retried with the new method, and its stuck step stays due for the worker."""
-    try:
-        run_subscription(ctx, subscription_id, now)
-    except ConcurrentUpdate:
-        raise
-    except BillingError as exc:
-        log.warning("retry.billing_stuck subscription=%s error=%s", subscription_id, exc)
+        # a reactivation may bill the rest of a period now; a subscription whose billing is
+        # stuck (no UF rate yet) still got its invoices retried with the new method
+        run_unless_stuck(ctx, subscription_id, now, why="retry")
 
 
 def start_enrollment(

@@ -15,13 +15,13 @@ from billing.domain import _checks
 from billing.domain import subscriptions as domain
 from billing.domain.catalog import Plan
 from billing.domain.customers import Customer
-from billing.domain.errors import BillingError, ConcurrentUpdate, InvalidArgument
+from billing.domain.errors import InvalidArgument
 from billing.domain.plan_changes import PlanChange, change_plan
 from billing.domain.proration import ProrationBehavior
 from billing.domain.subscriptions import Outcome, Subscription
 from billing.domain.taxes import TaxRate
-from billing.services.billing_run import apply, bill_due, run_subscription, send
-from billing.services.context import Claim, Context, log, new_id
+from billing.services.billing_run import apply, bill_due, run_subscription, run_unless_stuck, send
+from billing.services.context import Claim, Context, new_id
 from billing.store.unit_of_work import Tx
 
 
@@ -172,13 +172,7 @@ def cancel(
 
     def catch_up() -> None:
         nonlocal stuck
-        try:
-            run_subscription(ctx, subscription_id, now)
-        except ConcurrentUpdate:
-            raise
-        except BillingError as exc:
-            log.warning("cancel.billing_stuck subscription=%s error=%s", subscription_id, exc)
-            stuck = True
+        stuck = not run_unless_stuck(ctx, subscription_id, now, why="cancel")
 
     def operation(tx: Tx, subscription: Subscription, at: datetime) -> Outcome:
         currency = subscription.plan.billing_currency
