@@ -90,7 +90,7 @@ def open_engine(
     :class:`~billing.domain.errors.CurrencyExponentChanged`, naming the conversion to run.
     """
     settings = settings or Settings.from_env()
-    engine = connect(database_url or settings.database_url)
+    engine = connect(database_url or settings.database_url, durable=settings.durable)
     try:
         if migrate:
             upgrade(engine)

@@ -676,8 +676,12 @@ def simulate(
     database_url: str | Sequence[str],
     progress: ProgressCallback | None = None,
     title: str | None = None,
+    durable: bool = True,
 ) -> Simulation:
     """Run ``config`` on fresh databases; see the module docstring.
+
+    ``durable=False`` writes SQLite files as scratch (:attr:`billing.config.Settings.durable`):
+    about a quarter faster, for files nothing else reads while the simulation runs.
 
     With one database URL the simulation runs in this process. With several, the customers are
     split into as many parts, in order, and each part is simulated in a process of its own on
@@ -697,12 +701,12 @@ def simulate(
     parts = _split(config.subscriptions, len(urls))
     with _quiet():
         if len(urls) == 1:
-            with _simulated(config, urls[0], parts[0], say) as (engine, part):
+            with _simulated(config, urls[0], parts[0], say, durable) as (engine, part):
                 done, audit = [part], part.audit
                 reporting = time.perf_counter()
                 report = _report(config, [engine], audit, title, say)
         else:
-            done = _in_processes(config, urls, parts, say)
+            done = _in_processes(config, urls, parts, say, durable)
             audit = AuditReport.combined(part.audit for part in done)
             reporting = time.perf_counter()
             with ExitStack() as stack:
@@ -734,7 +738,7 @@ def _split(subscriptions: int, parts: int) -> list[range]:
 
 @contextmanager
 def _simulated(
-    config: SimulationConfig, url: str, indices: range, say: ProgressCallback
+    config: SimulationConfig, url: str, indices: range, say: ProgressCallback, durable: bool
 ) -> Iterator[tuple[Engine, _Part]]:
     """Simulate the customers ``indices`` on a fresh engine at ``url`` and audit it; yields the
     engine (still open, for the report) and what the part did."""
@@ -746,7 +750,7 @@ def _simulated(
         clock=clock,
         gateways=[fake],
         rates=exchange_rates(config.months),
-        settings=Settings(database_url=url, threads=1),
+        settings=Settings(database_url=url, threads=1, durable=durable),
         migrate=True,
     )
     with engine:
@@ -802,7 +806,11 @@ class PartFailed(Exception):
 
 
 def _in_processes(
-    config: SimulationConfig, urls: Sequence[str], parts: Sequence[range], say: ProgressCallback
+    config: SimulationConfig,
+    urls: Sequence[str],
+    parts: Sequence[range],
+    say: ProgressCallback,
+    durable: bool,
 ) -> list[_Part]:
     """Simulate each part in a process of its own (started fresh: ``spawn``), passing their
     progress on: the customers signed up, summed; for the other phases, the slowest part's."""
@@ -813,7 +821,7 @@ def _in_processes(
     processes = [
         context.Process(
             target=_part_main,
-            args=(config, url, indices, number, messages),
+            args=(config, url, indices, number, messages, durable),
             name=f"billing-simulate-{number + 1}",
             daemon=True,
         )
@@ -861,6 +869,7 @@ def _part_main(
     indices: range,
     number: int,
     messages: Queue[tuple[Any, ...]],
+    durable: bool,
 ) -> None:
     """A part's process: simulate, then send the part back (or the error that stopped it).
     Interrupts are the parent's to handle: it stops every part."""
@@ -870,7 +879,7 @@ def _part_main(
         messages.put(("progress", number, phase, done, total))
 
     try:
-        with _quiet(), _simulated(config, url, indices, say) as (_, part):
+        with _quiet(), _simulated(config, url, indices, say, durable) as (_, part):
             pass
     except (BillingError, DatabaseInUse) as exc:
         messages.put(("failed", number, str(exc), _exit_code(exc)))
@@ -1075,7 +1084,13 @@ def command(
     bar = _progress_bar(err) if not as_json else None
     try:
         with bar or nullcontext():
-            result = simulate(settings, database_url=urls, progress=_reporter(bar))
+            # files it made itself are scratch; a database the user gave is kept durable
+            result = simulate(
+                settings,
+                database_url=urls,
+                progress=_reporter(bar),
+                durable=database_url is not None,
+            )
         page = write_report(result.report, report_dir)
     except PartFailed as exc:
         _error(str(exc))

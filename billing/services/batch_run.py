@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from billing.domain.errors import AlreadyExists, BillingError, ConcurrentUpdate
-from billing.domain.payments import PaymentResult
+from billing.domain.payments import PaymentResult, PaymentStatus
 from billing.services.billing_run import (
     PendingCharge,
     RunReport,
@@ -279,6 +279,16 @@ def _record_all(
             rows = tx.lock_payments([pending.payment_id for pending, _, _ in answered])
             tx.load(sorted({row.subscription_id for row in rows.values() if row.subscription_id}))
             tx.load_invoices({row.invoice_id for row in rows.values()})
+            # a declined attempt's invoice may use credit (a final one): read those customers'
+            # balances together, locked in key order, rather than one by one
+            tx.load_customers(
+                {
+                    rows[pending.payment_id].customer_id
+                    for pending, _, result in answered
+                    if result.status is PaymentStatus.FAILED
+                },
+                lock_credit=True,
+            )
             for pending, at, result in answered:
                 row = rows[pending.payment_id]
                 follow.extend((more, at) for more in record(ctx, tx, row, result, at))

@@ -51,8 +51,10 @@ def is_memory(engine: Engine | URL) -> bool:
     )
 
 
-def connect(url: str | URL) -> Engine:
-    """A SQLAlchemy engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+def connect(url: str | URL, *, durable: bool = True) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout
+    (``durable=False``: a journal in memory and no waiting for the disk, for scratch files; see
+    :attr:`billing.config.Settings.durable`).
 
     An in-memory SQLite database exists only inside its connection, so its engine keeps exactly
     one (``StaticPool``) and every thread uses it, taking turns (:class:`~billing.store.
@@ -63,7 +65,7 @@ def connect(url: str | URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         pool = {"poolclass": StaticPool} if is_memory(parsed) else {}
         engine = create_engine(parsed, connect_args={"check_same_thread": False}, **pool)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas if durable else _sqlite_scratch_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -79,15 +81,19 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, durable: bool = True) -> None:
     dbapi_connection.isolation_level = None  # the "begin" listener issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":  # not in memory
+        cursor.execute("PRAGMA journal_mode=WAL" if durable else "PRAGMA journal_mode=MEMORY")
+        cursor.execute("PRAGMA synchronous=NORMAL" if durable else "PRAGMA synchronous=OFF")
     cursor.close()
+
+
+def _sqlite_scratch_pragmas(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record, durable=False)
 
 
 def migrations_directory() -> Path:
