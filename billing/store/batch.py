@@ -15,12 +15,10 @@ numbers as its first statement, so the counter row is locked only while the batc
 from __future__ import annotations
 
 import re
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from functools import cache
+from datetime import datetime
 from json import dumps
 from typing import Any, cast
 
@@ -31,7 +29,6 @@ from sqlalchemy import (
     Integer,
     Select,
     Table,
-    Update,
     bindparam,
     delete,
     insert,
@@ -66,8 +63,9 @@ from billing.store.unit_of_work import (
     Loaded,
     Tx,
     _payment_method,
-    _str_or_none,
     _stream,
+    event_rows,
+    updating,
 )
 
 _SUBSCRIPTIONS = schema.tables["subscriptions"]
@@ -148,15 +146,6 @@ _TAKE_NUMBERS = (
 )
 
 
-@cache
-def _updating(table: Table, names: tuple[str, ...], keys: tuple[str, ...]) -> Update:
-    """``UPDATE table SET names WHERE`` each of ``keys`` (``b_<column>``) matches."""
-    statement = update(table).values({name: bindparam(name) for name in names})
-    for key in keys:
-        statement = statement.where(table.c[key[2:]] == bindparam(key))
-    return statement
-
-
 class BatchTx(Tx):
     """One transaction over many subscriptions; its writes go out in :meth:`flush`."""
 
@@ -204,8 +193,8 @@ class BatchTx(Tx):
         rows: list[Any] = []
         debts: dict[str, list[Any]] = defaultdict(list)
         for chunk in _chunks(wanted):
-            rows.extend(self.session.execute(_SELECT_SUBSCRIPTIONS, {"ids": chunk}))
-            for debt in self.session.execute(_SELECT_DEBTS, {"ids": chunk}):
+            rows.extend(self._db.execute(_SELECT_SUBSCRIPTIONS, {"ids": chunk}))
+            for debt in self._db.execute(_SELECT_DEBTS, {"ids": chunk}):
                 debts[debt.subscription_id].append(debt)
             for payment in self._read_payments(_SELECT_UNSETTLED, chunk):
                 assert payment.subscription_id is not None
@@ -279,12 +268,12 @@ class BatchTx(Tx):
             for customer_id in chunk:
                 self._methods[customer_id] = None
             ids = {"ids": chunk}
-            for method in self.session.execute(_SELECT_METHODS, ids):
+            for method in self._db.execute(_SELECT_METHODS, ids):
                 self._methods[method.customer_id] = _payment_method(cast(PaymentMethodRow, method))
-            for known in self.session.execute(_SELECT_GATEWAY_CUSTOMERS, ids):
+            for known in self._db.execute(_SELECT_GATEWAY_CUSTOMERS, ids):
                 self._gateway_customers[(known[0], known[1])] = known[2]
             credit = _LOCK_CREDIT if lock_credit else _SELECT_CREDIT
-            for balance in self.session.execute(credit, ids):
+            for balance in self._db.execute(credit, ids):
                 self._credit[(balance[0], balance[1])] = balance[2]
             for customer_id in chunk:
                 self._credit_read[customer_id] = lock_credit
@@ -294,9 +283,9 @@ class BatchTx(Tx):
         wanted = sorted(set(invoice_ids) - self._invoices.keys())
         for chunk in _chunks(wanted):
             lines: dict[str, list[Any]] = defaultdict(list)
-            for line in self.session.execute(_SELECT_LINES, {"ids": chunk}):
+            for line in self._db.execute(_SELECT_LINES, {"ids": chunk}):
                 lines[line.invoice_id].append(line)
-            for row in self.session.execute(_SELECT_INVOICES, {"ids": chunk}):
+            for row in self._db.execute(_SELECT_INVOICES, {"ids": chunk}):
                 self._invoices[row.id] = mapping.invoice(cast(InvoiceRow, row), lines[row.id])
                 self._invoice_status[row.id] = row.status
 
@@ -315,7 +304,7 @@ class BatchTx(Tx):
         this transaction (a row read twice is the same object; ``lock``: the query locks them,
         and they are read afresh)."""
         found = []
-        for stored in self.session.execute(query, {"ids": ids}):
+        for stored in self._db.execute(query, {"ids": ids}):
             row = self._payments.get(stored.id)
             if row is None or lock:
                 row = row or cast(PaymentRow, _Payment())
@@ -504,26 +493,7 @@ class BatchTx(Tx):
             self._changed_payments[row.id] = None
 
     def record(self, events: Iterable[Event]) -> None:
-        recorded_at = datetime.now(UTC)
-        for event in events:
-            payload = event.payload()
-            subscription_id = _str_or_none(payload.get("subscription_id"))
-            customer_id = _str_or_none(payload.get("customer_id"))
-            stream = _stream(subscription_id, customer_id)
-            self._events.append(
-                {
-                    "id": f"evt_{uuid.uuid4().hex}",
-                    "name": event.name,
-                    "at": event.at,
-                    "subscription_id": subscription_id,
-                    "customer_id": customer_id,
-                    "invoice_id": _str_or_none(payload.get("invoice_id")),
-                    "payload": payload,
-                    "recorded_at": recorded_at,
-                    "stream": stream,
-                    "deliveries": 0,
-                }
-            )
+        self._events.extend(event_rows(events))
 
     # -- writing it all -------------------------------------------------------------------
     def flush(self) -> None:
@@ -572,7 +542,7 @@ class BatchTx(Tx):
         for names, rows in subscriptions.items():
             self._update(_SUBSCRIPTIONS, names, rows, "subscription")
         for chunk in _chunks(debts):
-            self.session.execute(_DELETE_DEBTS, {"ids": chunk})
+            self._db.execute(_DELETE_DEBTS, {"ids": chunk})
         self._insert(_DEBTS, debt_rows)
         self._insert(_INVOICES, invoices)
         self._insert(_LINES, lines)
@@ -596,8 +566,8 @@ class BatchTx(Tx):
         """``UPDATE table SET names WHERE id = :b_id`` (and each other ``b_`` key) for every row;
         raises :class:`ConcurrentUpdate` naming ``conditional`` if a row no longer matched."""
         keys = tuple(key for key in rows[0] if key.startswith("b_"))
-        result = self.session.execute(_updating(table, tuple(names), keys), rows)
-        if conditional is not None and result.rowcount != len(rows):  # type: ignore[attr-defined]
+        result = self._db.execute(updating(table, tuple(names), keys), rows)
+        if conditional is not None and result.rowcount != len(rows):
             raise ConcurrentUpdate(conditional, ",".join(row["b_id"] for row in rows[:3]))
 
     def resolve(self, request: ChargeRequest) -> ChargeRequest:
@@ -614,7 +584,7 @@ class BatchTx(Tx):
     def _take_numbers(self) -> dict[int, str]:
         if not self._numbers:
             return {}
-        last = self.session.execute(_TAKE_NUMBERS, {"count": self._numbers}).scalar()
+        last = self._db.execute(_TAKE_NUMBERS, {"count": self._numbers}).scalar()
         if last is None:
             raise StorageError("the invoice sequence is missing: run `billing migrate`")
         first = int(last) - self._numbers + 1
@@ -637,7 +607,7 @@ class BatchTx(Tx):
         return groups
 
     def _insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        bulk_insert(self.session.connection(), table, rows)
+        bulk_insert(self._db, table, rows)
 
 
 def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

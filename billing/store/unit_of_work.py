@@ -14,9 +14,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, and_, func, literal_column, or_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    update,
+)
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -84,6 +99,45 @@ UNSETTLED = (
     PaymentStatus.REQUIRES_ACTION.value,
     PaymentStatus.UNKNOWN.value,
 )
+
+# The statements an API call runs most, built once (building a statement costs more than
+# running it): each takes its values as named parameters.
+_SUBSCRIPTIONS: Table = SQLModel.metadata.tables["subscriptions"]
+_DEBTS: Table = SQLModel.metadata.tables["subscription_debts"]
+_PAYMENTS: Table = SQLModel.metadata.tables["payments"]
+_CREDIT: Table = SQLModel.metadata.tables["credit_balances"]
+_EVENTS: Table = SQLModel.metadata.tables["events"]
+_SELECT_SUBSCRIPTION = core_select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id == bindparam("id"))
+_SELECT_DEBTS_OF = core_select(_DEBTS).where(_DEBTS.c.subscription_id == bindparam("id"))
+_NEXT_CHECK = core_select(func.min(_PAYMENTS.c.check_at)).where(
+    _PAYMENTS.c.subscription_id == bindparam("id"), _PAYMENTS.c.status.in_(UNSETTLED)
+)
+_SET_NEXT_RUN = (
+    update(_SUBSCRIPTIONS)
+    .where(_SUBSCRIPTIONS.c.id == bindparam("b_id"))
+    .values(next_run_at=bindparam("next_run_at"))
+)
+_CREDIT_OF = core_select(_CREDIT.c.amount_minor).where(
+    _CREDIT.c.customer_id == bindparam("customer_id"), _CREDIT.c.currency == bindparam("currency")
+)
+_LOCK_CREDIT_OF = _CREDIT_OF.with_for_update()
+_DUE_CHECKS = (
+    select(PaymentRow)
+    .where(col(PaymentRow.subscription_id) == bindparam("id"))
+    .where(col(PaymentRow.status).in_(UNSETTLED))
+    .where(col(PaymentRow.check_at) <= bindparam("now"))
+    .order_by(col(PaymentRow.check_at), col(PaymentRow.created_at), col(PaymentRow.number))
+)
+
+
+@cache
+def updating(table: Table, names: tuple[str, ...], keys: tuple[str, ...]) -> Update:
+    """``UPDATE table SET names WHERE`` each of ``keys`` (``b_<column>``) matches, built once
+    per shape: the values are the parameters of the same names."""
+    statement = update(table).values({name: bindparam(name) for name in names})
+    for key in keys:
+        statement = statement.where(table.c[key[2:]] == bindparam(key))
+    return statement
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +250,21 @@ class Tx:
         self._read_subscriptions: dict[str, Loaded] = {}
         self._read_invoices: dict[str, Invoice] = {}
 
+    @property
+    def _db(self) -> Connection:
+        """The transaction's connection, with the session's pending changes written first (as
+        the session would before a statement), for plain SQL over tables: it skips the ORM
+        session's handling of each statement and row, which costs more than the statement."""
+        self.session.flush()
+        return self.session.connection()
+
+    def _forget(self, kind: type[SQLModel], key: str) -> None:
+        """Expire the session's copy of a row written with plain SQL, if it holds one: read
+        again, it is read afresh."""
+        held = self.session.identity_map.get(Session.identity_key(kind, key))
+        if held is not None:
+            self.session.expire(held)
+
     def record_currency(self, currency: Currency) -> None:
         """Make sure the database records ``currency``'s exponent before money in it is stored."""
         if currency.code not in self.store.recorded and currency.code not in self.recorded:
@@ -243,12 +312,8 @@ class Tx:
     def credit(self, customer_id: str, currency: Currency, *, lock: bool = False) -> CreditBalance:
         """A customer's credit. Read it with ``lock`` before an invoice consumes it: the row is
         then held until commit, so no other transaction spends or changes it meanwhile."""
-        query = (
-            select(CreditBalanceRow.amount_minor)
-            .where(col(CreditBalanceRow.customer_id) == customer_id)
-            .where(col(CreditBalanceRow.currency) == currency.code)
-        )
-        amount = self.session.exec(query.with_for_update() if lock else query).first()
+        key = {"customer_id": customer_id, "currency": currency.code}
+        amount = self._db.execute(_LOCK_CREDIT_OF if lock else _CREDIT_OF, key).scalar()
         return CreditBalance(Money(amount or 0, currency))
 
     def credits(self, customer_id: str) -> list[CreditBalance]:
@@ -500,10 +565,13 @@ class Tx:
     def subscription(self, subscription_id: str) -> Loaded:
         loaded = self._read_subscriptions.get(subscription_id)
         if loaded is None:
-            row = self.session.get(SubscriptionRow, subscription_id)
+            key = {"id": subscription_id}
+            row: Any = self._db.execute(_SELECT_SUBSCRIPTION, key).first()
             if row is None:
                 raise NotFound("subscription", subscription_id)
-            loaded = Loaded(self._subscription(row), row.version, row.next_run_at)
+            debts: list[Any] = list(self._db.execute(_SELECT_DEBTS_OF, key))
+            subscription = mapping.subscription(row, self.plan(row.plan_code), debts)
+            loaded = Loaded(subscription, row.version, row.next_run_at)
             self._read_subscriptions[subscription_id] = loaded
         return loaded
 
@@ -521,10 +589,6 @@ class Tx:
             DebtRow, "subscription_id", select(SubscriptionRow.id).where(*wanted)
         )
         return [mapping.subscription(row, self.plan(row.plan_code), debts[row.id]) for row in rows]
-
-    def _subscription(self, row: SubscriptionRow) -> Subscription:
-        debts = self._children(DebtRow, "subscription_id", [row.id])[row.id]
-        return mapping.subscription(row, self.plan(row.plan_code), debts)
 
     def _children(self, kind: type[R], parent: str, parents: Any) -> dict[str, list[R]]:
         """The ``kind`` rows whose column ``parent`` is among ``parents`` (ids, or a query of
@@ -544,15 +608,13 @@ class Tx:
         (:meth:`refresh_next_run`) once it has written the attempts the change opened.
         """
         fields = mapping.subscription_fields(subscription)
-        result = self.session.execute(
-            update(SubscriptionRow)
-            .where(col(SubscriptionRow.id) == subscription.id)
-            .where(col(SubscriptionRow.version) == loaded.version)
-            .values(**fields, version=loaded.version + 1)
-            .execution_options(synchronize_session="evaluate")
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        names = (*(name for name in fields if name != "id"), "version")
+        values = {**fields, "version": loaded.version + 1}
+        values.update(b_id=subscription.id, b_version=loaded.version)
+        result = self._db.execute(updating(_SUBSCRIPTIONS, names, ("b_id", "b_version")), values)
+        if result.rowcount != 1:
             raise ConcurrentUpdate("subscription", subscription.id)
+        self._forget(SubscriptionRow, subscription.id)
         if subscription.debt != loaded.subscription.debt:
             for debt in self.session.exec(
                 select(DebtRow).where(col(DebtRow.subscription_id) == subscription.id)
@@ -572,20 +634,11 @@ class Tx:
         """Recompute when the engine next has work for a subscription."""
         if subscription is None:
             subscription = self.subscription(subscription_id).subscription
-        self.session.flush()
-        check = self.session.exec(
-            select(func.min(PaymentRow.check_at))
-            .where(col(PaymentRow.subscription_id) == subscription_id)
-            .where(col(PaymentRow.status).in_(UNSETTLED))
-        ).first()
+        check = self._db.execute(_NEXT_CHECK, {"id": subscription_id}).scalar()
         times = [t for t in (subscription.due_at, _utc(check)) if t is not None]
         next_run_at = min(times) if times else None
-        self.session.execute(
-            update(SubscriptionRow)
-            .where(col(SubscriptionRow.id) == subscription_id)
-            .values(next_run_at=next_run_at)
-            .execution_options(synchronize_session="evaluate")
-        )
+        self._db.execute(_SET_NEXT_RUN, {"b_id": subscription_id, "next_run_at": next_run_at})
+        self._forget(SubscriptionRow, subscription_id)
         loaded = self._read_subscriptions.get(subscription_id)
         if loaded is not None:
             self._read_subscriptions[subscription_id] = replace(loaded, next_run_at=next_run_at)
@@ -863,17 +916,8 @@ class Tx:
         return list(self.session.exec(query).all())
 
     def payments_to_check(self, subscription_id: str, now: datetime) -> list[PaymentRow]:
-        return list(
-            self.session.exec(
-                select(PaymentRow)
-                .where(col(PaymentRow.subscription_id) == subscription_id)
-                .where(col(PaymentRow.status).in_(UNSETTLED))
-                .where(col(PaymentRow.check_at) <= now)
-                .order_by(
-                    col(PaymentRow.check_at), col(PaymentRow.created_at), col(PaymentRow.number)
-                )
-            ).all()
-        )
+        found = self.session.execute(_DUE_CHECKS, {"id": subscription_id, "now": now})
+        return list(found.scalars().all())
 
     def save_payment(
         self,
@@ -1028,25 +1072,9 @@ class Tx:
     # -- events and idempotency -----------------------------------------------------------
     def record(self, events: Iterable[Event]) -> None:
         """Add events to the outbox, in order, in this transaction."""
-        recorded_at = datetime.now(UTC)
-        for event in events:
-            payload = event.payload()
-            subscription_id = _str_or_none(payload.get("subscription_id"))
-            customer_id = _str_or_none(payload.get("customer_id"))
-            self.session.add(
-                EventRow(
-                    id=f"evt_{uuid.uuid4().hex}",
-                    name=event.name,
-                    at=event.at,
-                    subscription_id=subscription_id,
-                    customer_id=customer_id,
-                    invoice_id=_str_or_none(payload.get("invoice_id")),
-                    payload=payload,
-                    recorded_at=recorded_at,
-                    stream=_stream(subscription_id, customer_id),
-                )
-            )
-        self.session.flush()
+        rows = event_rows(events)
+        if rows:
+            self._db.execute(insert(_EVENTS), rows)
 
     def last_event_at(self, subscription_id: str) -> datetime | None:
         """The instant of the subscription's latest event: how far its history has gone."""
@@ -1212,6 +1240,31 @@ def _utc(value: datetime | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def event_rows(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """The outbox rows of events, in order, recorded now."""
+    recorded_at = datetime.now(UTC)
+    rows = []
+    for event in events:
+        payload = event.payload()
+        subscription_id = _str_or_none(payload.get("subscription_id"))
+        customer_id = _str_or_none(payload.get("customer_id"))
+        rows.append(
+            {
+                "id": f"evt_{uuid.uuid4().hex}",
+                "name": event.name,
+                "at": event.at,
+                "subscription_id": subscription_id,
+                "customer_id": customer_id,
+                "invoice_id": _str_or_none(payload.get("invoice_id")),
+                "payload": payload,
+                "recorded_at": recorded_at,
+                "stream": _stream(subscription_id, customer_id),
+                "deliveries": 0,
+            }
+        )
+    return rows
 
 
 def _stream(subscription_id: str | None, customer_id: str | None) -> str:
