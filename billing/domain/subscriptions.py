@@ -40,7 +40,7 @@ anything. Operations take effect at ``at``; billing that fell due before ``at`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -163,6 +163,9 @@ class Subscription:
     not_before: datetime | None = None
     """Nothing falls due before this instant: a renewal held back by dunning is billed when the
     dunning ends, not at the period's end that passed meanwhile."""
+    _due: list[datetime | None] = field(default_factory=list, init=False, repr=False, compare=False)
+    """:attr:`due_at`, once worked out: a billing step asks for it several times, and each time
+    is a few timezone conversions. Not a value of the subscription (a copy starts without it)."""
 
     @property
     def anchor(self) -> datetime:
@@ -190,7 +193,9 @@ class Subscription:
     @property
     def due_at(self) -> datetime | None:
         """When something next falls due for this subscription, or ``None`` if nothing will."""
-        return _earliest(self._status_due(), *(c.retry_at for c in self.collections))
+        if not self._due:
+            self._due.append(_earliest(self._status_due(), *(c.retry_at for c in self.collections)))
+        return self._due[0]
 
     def _status_due(self) -> datetime | None:
         period = self.current_period

@@ -440,7 +440,9 @@ class BatchTx(Tx):
         next_run_at = min(times) if times else None
         if next_run_at != loaded.next_run_at:
             self._stale.add(subscription_id)
-        self._subscriptions[subscription_id] = replace(loaded, next_run_at=next_run_at)
+        self._subscriptions[subscription_id] = Loaded(
+            loaded.subscription, loaded.version, next_run_at
+        )
 
     def change_credit(self, customer_id: str, change: Money, at: datetime) -> CreditBalance:
         key = (customer_id, change.currency.code)

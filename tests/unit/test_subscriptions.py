@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
@@ -17,7 +18,15 @@ from billing.domain.invoices import Invoice, InvoiceReason, InvoiceStatus, LineK
 from billing.domain.money import Money
 from billing.domain.payments import DeclineKind, PaymentResult
 from billing.domain.renewals import advance
-from billing.domain.subscriptions import SubscriptionStatus, cancel, pause, resume, subscribe
+from billing.domain.subscriptions import (
+    Subscription,
+    SubscriptionStatus,
+    cancel,
+    pause,
+    resume,
+    subscribe,
+)
+from billing.store import codec
 from tests.world import World, iva
 
 SCL = ZoneInfo("America/Santiago")
@@ -182,13 +191,9 @@ def test_an_inactive_plan_takes_no_new_subscription():
 def test_an_inactive_plan_keeps_billing_its_existing_subscriptions():
     w = world()
     w.subscribe()
-    w.subscription = w.sub.__class__(**{**_fields(w.sub), "plan": w.sub.plan.deactivated()})
+    w.subscription = replace(w.sub, plan=w.sub.plan.deactivated())
     w.run_until(datetime(2026, 3, 31, 12, tzinfo=SCL))
     assert len(w.issued()) == 3
-
-
-def _fields(sub: object) -> dict[str, object]:
-    return {name: getattr(sub, name) for name in sub.__dataclass_fields__}  # type: ignore[attr-defined]
 
 
 def test_subscribe_refuses_a_naive_start():
@@ -528,3 +533,17 @@ def test_a_renewal_held_back_by_dunning_is_billed_when_the_dunning_ends_not_befo
     assert renewal.created_at == first_attempt + timedelta(days=8)  # issued when dunning ended
     at_of_events = [event.at for event in w.events]
     assert at_of_events == sorted(at_of_events)
+
+
+def test_a_changed_copy_works_out_its_own_due_instant_and_the_memo_is_not_a_value():
+    w = world()
+    w.subscribe()
+    sub = w.sub
+    assert sub.current_index is not None
+    first = sub.due_at  # worked out, and kept
+    later = replace(sub, current_index=sub.current_index + 1)
+    assert later.due_at == sub.calendar.boundary(sub.current_index + 2) != first
+    assert sub.due_at == first
+    assert sub == replace(sub)  # a copy that has not worked it out yet is equal
+    assert "_due" not in codec.encode(sub)
+    assert codec.decode(Subscription, codec.encode(later)) == later
