@@ -838,9 +838,11 @@ def _in_processes(
             except queue.Empty:
                 for number, process in enumerate(processes):
                     if number not in results and process.exitcode not in (None, 0):
-                        raise RuntimeError(
+                        raise PartFailed(  # killed (out of memory, say), or crashed
                             f"a part of the simulation (process {process.name}) ended with exit "
-                            f"code {process.exitcode} before it was done; its error is above"
+                            f"code {process.exitcode} before it was done; the others were "
+                            "stopped (an error it printed is above)",
+                            EXIT_BILLING,
                         ) from None
                 continue
             if kind == "done":

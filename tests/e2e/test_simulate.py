@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +165,73 @@ def test_a_database_that_holds_customers_is_refused_even_by_a_part(tmp_path: Pat
         simulate(SimulationConfig(subscriptions=4, months=1), database_url=[fresh, url])
     assert str(failed.value) == "--database-url: must be an empty database (it holds 2 customers)"
     assert failed.value.exit_code == 3
+
+
+def _parts(pid: int) -> list[int]:
+    """The processes simulating parts for the ``billing simulate`` process ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _started(run: subprocess.Popen[str], folder: Path) -> list[int]:
+    """Wait until both parts of ``run`` write their databases; their process ids."""
+    while True:
+        assert run.poll() is None, run.communicate()
+        parts = _parts(run.pid)
+        files = [folder / f"simulation-{number}.db" for number in (1, 2)]
+        if len(parts) == 2 and all(path.exists() for path in files):
+            return parts
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("stop", "exit_code", "message"),
+    [
+        pytest.param(
+            "kill_a_part",
+            4,
+            r"error: a part of the simulation \(process billing-simulate-[12]\) ended with exit "
+            r"code -9 before it was done; the others were stopped \(an error it printed is "
+            r"above\)",
+            id="a-part-killed",
+        ),
+        pytest.param("interrupt", 130, "", id="ctrl-c"),  # as typer ends any command on Ctrl-C
+    ],
+)
+def test_a_part_killed_or_an_interrupt_stops_every_part(
+    tmp_path: Path, stop: str, exit_code: int, message: str
+) -> None:
+    folder = tmp_path / "report"
+    run = _start("--subscriptions", "3000", "--jobs", "2", "--json", "--report-dir", str(folder))
+    try:
+        parts = _started(run, folder)
+        if stop == "kill_a_part":
+            os.kill(parts[0], signal.SIGKILL)
+        else:
+            run.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == exit_code, err
+    assert re.fullmatch(message, err.strip()), err  # one line, no traceback
+    assert out == ""
+    assert all(_gone(pid) for pid in parts)
