@@ -121,6 +121,7 @@ _CREDIT_OF = core_select(_CREDIT.c.amount_minor).where(
     _CREDIT.c.customer_id == bindparam("customer_id"), _CREDIT.c.currency == bindparam("currency")
 )
 _LOCK_CREDIT_OF = _CREDIT_OF.with_for_update()
+_INSERT_EVENTS = insert(_EVENTS)
 _DUE_CHECKS = (
     select(PaymentRow)
     .where(col(PaymentRow.subscription_id) == bindparam("id"))
@@ -1074,7 +1075,7 @@ class Tx:
         """Add events to the outbox, in order, in this transaction."""
         rows = event_rows(events)
         if rows:
-            self._db.execute(insert(_EVENTS), rows)
+            self._db.execute(_INSERT_EVENTS, rows)
 
     def last_event_at(self, subscription_id: str) -> datetime | None:
         """The instant of the subscription's latest event: how far its history has gone."""

@@ -161,7 +161,7 @@ _UNSETTLED = (
 _RETURN_URL = "https://machine.invalid/cards/return"
 _DELIVERY_ROUNDS = 20
 _REPLAY_NEUTRAL = frozenset(
-    {"database_url", "proration", "threads", "tick_seconds", "dispatch_seconds"}
+    {"database_url", "durable", "proration", "threads", "tick_seconds", "dispatch_seconds"}
 )
 """Settings a scenario's replay need not share with the history: the file carries the proration
 at its top level, and the others change how the work is done, not what is billed (a replay runs

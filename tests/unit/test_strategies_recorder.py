@@ -4,14 +4,18 @@ made later, every event the machine makes), with what the format cannot say mark
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+from billing.config import Settings
 from billing.domain.catalog import Plan
 from billing.domain.dunning import RetryPolicy
 from billing.domain.exchange import ExchangeRate
 from billing.domain.taxes import TaxRate
 from billing.scenarios import load_scenario
+from billing.scenarios.file import SETTINGS
+from billing.testing.machine import _REPLAY_NEUTRAL
 from billing.testing.recorder import DIFFERS, ScenarioRecorder
 
 START = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)
@@ -139,6 +143,15 @@ def test_settings_and_the_fake_gateways_waiting_time_are_written():
         "refunds_return_credit": False,
     }
     assert scenario.fake_pending_for == timedelta(hours=36)
+
+
+def test_every_engine_setting_is_either_replayed_by_a_scenario_file_or_neutral():
+    """A failing history's settings go into its scenario file, except those that change how
+    the work is done, not what is billed: a new Settings field must be one or the other, or a
+    history run with it would write a file that cannot be replayed."""
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    assert fields == set(SETTINGS) | _REPLAY_NEUTRAL
+    assert not set(SETTINGS) & _REPLAY_NEUTRAL
 
 
 def test_a_waiting_time_with_a_fraction_of_a_second_is_rounded_up_and_noted():
