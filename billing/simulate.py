@@ -77,6 +77,7 @@ from billing.store.tables import metadata
 from billing.testing.fake_gateway import Behavior, FakeGateway
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
     from multiprocessing.queues import Queue
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -836,20 +837,12 @@ def _in_processes(
             try:
                 kind, number, *rest = messages.get(timeout=0.5)
             except queue.Empty:
-                for number, process in enumerate(processes):
-                    if number not in results and process.exitcode not in (None, 0):
-                        raise PartFailed(  # killed (out of memory, say), or crashed
-                            f"a part of the simulation (process {process.name}) ended with exit "
-                            f"code {process.exitcode} before it was done; the others were "
-                            "stopped (an error it printed is above)",
-                            EXIT_BILLING,
-                        ) from None
-                continue
+                kind = None
             if kind == "done":
                 results[number] = rest[0]
             elif kind == "failed":
                 raise PartFailed(*rest)
-            else:
+            elif kind == "progress":
                 phase, done, total = rest
                 known = progress.setdefault(phase, [(0, total)] * len(processes))
                 known[number] = (done, total)
@@ -857,12 +850,25 @@ def _in_processes(
                     say(phase, sum(d for d, _ in known), sum(t for _, t in known))
                 else:
                     say(phase, min(d for d, _ in known), total)
+            _require_alive(processes, results)  # the others' progress must not hide a death
     finally:
         for process in processes:
             if process.is_alive():
                 process.terminate()
             process.join()
     return [results[number] for number in range(len(processes))]
+
+
+def _require_alive(processes: Sequence[BaseProcess], results: Mapping[int, _Part]) -> None:
+    """Raise :class:`PartFailed` if a part's process ended without handing its part back."""
+    for number, process in enumerate(processes):
+        if number not in results and process.exitcode not in (None, 0):
+            raise PartFailed(  # killed (out of memory, say), or crashed
+                f"a part of the simulation (process {process.name}) ended with exit code "
+                f"{process.exitcode} before it was done; the others were stopped (an error it "
+                "printed is above)",
+                EXIT_BILLING,
+            )
 
 
 def _part_main(

@@ -222,6 +222,7 @@ def test_a_part_killed_or_an_interrupt_stops_every_part(
 ) -> None:
     folder = tmp_path / "report"
     run = _start("--subscriptions", "3000", "--jobs", "2", "--json", "--report-dir", str(folder))
+    parts: list[int] = []
     try:
         parts = _started(run, folder)
         if stop == "kill_a_part":
@@ -229,9 +230,13 @@ def test_a_part_killed_or_an_interrupt_stops_every_part(
         else:
             run.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
         out, err = run.communicate(timeout=60)
-    finally:
-        run.kill()
+        stopped = [_gone(pid) for pid in parts]
+    finally:  # whatever happened, leave nothing running
+        for pid in [run.pid, *parts]:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        run.wait()
     assert run.returncode == exit_code, err
     assert re.fullmatch(message, err.strip()), err  # one line, no traceback
     assert out == ""
-    assert all(_gone(pid) for pid in parts)
+    assert all(stopped)
