@@ -59,6 +59,10 @@ from billing.store.tables import (
 )
 from billing.store.tables import metadata as schema
 from billing.store.unit_of_work import (
+    _DEBTS,
+    _EVENTS,
+    _PAYMENTS,
+    _SUBSCRIPTIONS,
     UNSETTLED,
     Loaded,
     Tx,
@@ -68,13 +72,9 @@ from billing.store.unit_of_work import (
     updating,
 )
 
-_SUBSCRIPTIONS = schema.tables["subscriptions"]
-_DEBTS = schema.tables["subscription_debts"]
 _INVOICES = schema.tables["invoices"]
 _LINES = schema.tables["invoice_lines"]
-_PAYMENTS = schema.tables["payments"]
 _METHODS = schema.tables["payment_methods"]
-_EVENTS = schema.tables["events"]
 _PLACEHOLDER = re.compile("\ue000([0-9]+)\ue001")
 _PAYMENT_COLUMNS = [column.name for column in _PAYMENTS.columns]
 _PAYMENT_OUTCOME = (

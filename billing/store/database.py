@@ -86,7 +86,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, durable: bool = True
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":  # not in memory
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":  # a file, not :memory:
         cursor.execute("PRAGMA journal_mode=WAL" if durable else "PRAGMA journal_mode=MEMORY")
         cursor.execute("PRAGMA synchronous=NORMAL" if durable else "PRAGMA synchronous=OFF")
     cursor.close()

@@ -67,6 +67,7 @@ from billing.store.tables import (
     SequenceRow,
     SubscriptionRow,
 )
+from billing.store.tables import metadata as schema
 
 if TYPE_CHECKING:
     from billing.store.batch import BatchTx
@@ -102,11 +103,11 @@ UNSETTLED = (
 
 # The statements an API call runs most, built once (building a statement costs more than
 # running it): each takes its values as named parameters.
-_SUBSCRIPTIONS: Table = SQLModel.metadata.tables["subscriptions"]
-_DEBTS: Table = SQLModel.metadata.tables["subscription_debts"]
-_PAYMENTS: Table = SQLModel.metadata.tables["payments"]
-_CREDIT: Table = SQLModel.metadata.tables["credit_balances"]
-_EVENTS: Table = SQLModel.metadata.tables["events"]
+_SUBSCRIPTIONS: Table = schema.tables["subscriptions"]
+_DEBTS: Table = schema.tables["subscription_debts"]
+_PAYMENTS: Table = schema.tables["payments"]
+_CREDIT: Table = schema.tables["credit_balances"]
+_EVENTS: Table = schema.tables["events"]
 _SELECT_SUBSCRIPTION = core_select(_SUBSCRIPTIONS).where(_SUBSCRIPTIONS.c.id == bindparam("id"))
 _SELECT_DEBTS_OF = core_select(_DEBTS).where(_DEBTS.c.subscription_id == bindparam("id"))
 _NEXT_CHECK = core_select(func.min(_PAYMENTS.c.check_at)).where(
@@ -566,11 +567,11 @@ class Tx:
     def subscription(self, subscription_id: str) -> Loaded:
         loaded = self._read_subscriptions.get(subscription_id)
         if loaded is None:
-            key = {"id": subscription_id}
-            row: Any = self._db.execute(_SELECT_SUBSCRIPTION, key).first()
+            db, key = self._db, {"id": subscription_id}
+            row: Any = db.execute(_SELECT_SUBSCRIPTION, key).first()
             if row is None:
                 raise NotFound("subscription", subscription_id)
-            debts: list[Any] = list(self._db.execute(_SELECT_DEBTS_OF, key))
+            debts: list[Any] = list(db.execute(_SELECT_DEBTS_OF, key))
             subscription = mapping.subscription(row, self.plan(row.plan_code), debts)
             loaded = Loaded(subscription, row.version, row.next_run_at)
             self._read_subscriptions[subscription_id] = loaded

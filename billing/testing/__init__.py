@@ -37,27 +37,23 @@ __all__ = [
     "strategies",
 ]
 
-_NEEDS_HYPOTHESIS = {
+_LAZY = {
     "BillingMachine": ("billing.testing.machine", "BillingMachine"),
     "strategies": ("billing.testing.strategies", None),
+    "RemoteFakeGateway": ("billing.testing.fake_server", "RemoteFakeGateway"),
+    "serve": ("billing.testing.fake_server", "serve"),
 }
-"""Public names whose modules import hypothesis (and the engine): loaded when first used, so
-that importing this package needs neither (the adapters' fakes import it). For static types,
-import them from their modules: ``from billing.testing.machine import BillingMachine``."""
-_SERVED = frozenset({"RemoteFakeGateway", "serve"})
-"""Public names of :mod:`billing.testing.fake_server`, the fake served over HTTP (httpx,
-uvicorn): loaded when first used too, so that the in-process fake costs none of their import
-time (every ``billing`` command would pay it)."""
+"""Public names loaded when first used: the machine and the strategies import hypothesis (and
+the engine), so that importing this package needs neither (the adapters' fakes import it); the
+served fake imports httpx and uvicorn, which the in-process fake (and every ``billing``
+command) does without. For static types, import them from their modules: ``from
+billing.testing.machine import BillingMachine``."""
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SERVED:
-        value = getattr(importlib.import_module("billing.testing.fake_server"), name)
-        globals()[name] = value
-        return value
-    if name not in _NEEDS_HYPOTHESIS:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module_name, attribute = _NEEDS_HYPOTHESIS[name]
+    module_name, attribute = _LAZY[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

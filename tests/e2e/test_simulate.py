@@ -12,9 +12,11 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,14 @@ def test_the_same_seed_writes_the_same_report_twice(tmp_path: Path) -> None:
     ]
     page = (tmp_path / "json" / "index.html").read_text()
     assert "Simulation: 40 subscriptions, 2 months, seed 7" in page
+    # the file the run made was written as scratch: the journal in memory, never WAL
+    assert _journal_mode(tmp_path / "json" / "simulation.db") == "delete"
+
+
+def _journal_mode(path: Path) -> str:
+    """The journal mode a SQLite file keeps (WAL is recorded in the file; memory is not)."""
+    with closing(sqlite3.connect(path)) as connection:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 def test_a_bad_flag_is_one_line_and_exit_2_in_a_real_process(tmp_path: Path) -> None:
@@ -153,6 +163,7 @@ def test_a_database_that_holds_customers_is_refused_even_by_a_part(tmp_path: Pat
     args = ["simulate", "--subscriptions", "2", "--months", "1", "--database-url", url]
     first = CliRunner().invoke(app, [*args, "--json", "--report-dir", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
+    assert _journal_mode(tmp_path / "used.db") == "wal"  # a database given is written durably
     again = CliRunner().invoke(app, [*args, "--report-dir", str(tmp_path / "b")])
     assert again.exit_code == 3
     assert again.stderr.strip() == (
